@@ -1,0 +1,43 @@
+"""tokentrail: record every LLM call your Python application makes.
+
+    import tokentrail
+    tokentrail.init()                      # SQLite store ./tokentrail.db
+
+See the README for the whole public API; everything not listed in `__all__`
+is internal.
+"""
+
+from .context import attributes
+from .errors import ConfigError, StoreError
+from .manual import emit_outcome, llm_instrumented, log_llm_call, track_llm_call, track_tool_call, workflow
+from .record import LLMCall, Outcome, ToolCall
+from .sinks import open_store
+from .tracker import CallLog, Tracker, flush, get_active_sink, init, is_tracking, shutdown, track, tracking, untrack
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "init",
+    "flush",
+    "shutdown",
+    "track",
+    "untrack",
+    "is_tracking",
+    "get_active_sink",
+    "tracking",
+    "CallLog",
+    "Tracker",
+    "attributes",
+    "track_llm_call",
+    "track_tool_call",
+    "llm_instrumented",
+    "log_llm_call",
+    "workflow",
+    "emit_outcome",
+    "open_store",
+    "LLMCall",
+    "ToolCall",
+    "Outcome",
+    "ConfigError",
+    "StoreError",
+]

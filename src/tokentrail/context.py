@@ -1,0 +1,179 @@
+"""Who a call was for, and where it sits: attribution, workflow and span contextvars.
+
+Everything here lives in `contextvars`, so each `asyncio` task keeps its own
+attribution, and a thread sees the attribution of the block it was started in
+only when it runs in a copy of that context (`contextvars.copy_context().run`,
+or `asyncio.to_thread`, which copies for you). A plain `threading.Thread`
+starts with an empty context — that is Python's rule, not ours.
+
+The calling thread only *reads* these variables (a few hundred nanoseconds);
+the pipeline's worker turns the snapshot into record fields.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import inspect
+import random
+from contextvars import ContextVar
+from typing import Any, Callable, Iterable
+
+__all__ = ["attributes", "current_attributes", "ATTRIBUTION_FIELDS", "new_trace_id", "new_span_id"]
+
+ATTRIBUTION_FIELDS = ("user_id", "customer_id", "feature", "session_id")
+
+# The merged attribution of the enclosing `attributes()` blocks: a dict that is
+# never mutated once set, so a snapshot is just a reference.
+attributes_var: ContextVar[dict[str, Any] | None] = ContextVar("tokentrail.attributes", default=None)
+# The innermost open span (an LLM span, tool span or workflow run): parent of the next one.
+current_span: ContextVar[Any] = ContextVar("tokentrail.span", default=None)
+# The innermost workflow run.
+current_workflow: ContextVar[Any] = ContextVar("tokentrail.workflow", default=None)
+
+_rand = random.getrandbits
+
+
+def new_trace_id() -> int:
+    return _rand(128) or 1
+
+
+def new_span_id() -> int:
+    return _rand(64) or 1
+
+
+def _as_tags(tags: Any) -> tuple[str, ...]:
+    if tags is None:
+        return ()
+    if isinstance(tags, str):
+        return (tags,)
+    if isinstance(tags, dict):
+        return tuple(f"{k}:{v}" for k, v in tags.items())
+    return tuple(str(t) for t in tags)
+
+
+def merge_attributes(base: dict[str, Any] | None, fields: dict[str, Any], tags: Any, metadata: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `fields` laid over it: inner values win, tags are added, metadata merged."""
+    merged = dict(base) if base else {}
+    for name, value in fields.items():
+        if value is not None:
+            merged[name] = value if isinstance(value, str) else str(value)
+    new_tags = _as_tags(tags)
+    if new_tags:
+        old = merged.get("tags", ())
+        merged["tags"] = old + tuple(t for t in new_tags if t not in old)
+    if metadata:
+        merged["metadata"] = {**merged.get("metadata", {}), **metadata}
+    return merged
+
+
+def current_attributes() -> dict[str, Any]:
+    """The attribution in effect here (a copy): `user_id`, `customer_id`, `feature`, `session_id`, `tags`, `metadata`."""
+    found = attributes_var.get()
+    return dict(found) if found else {}
+
+
+class _ContextBlock:
+    """Base of context managers that also decorate sync, async and generator functions.
+
+    Subclasses implement `_enter()` -> (state, value for `as`) and
+    `_exit(state, exc)`. Each entry keeps its own state, so one object can be
+    entered again while open; a decorated function gets a fresh copy per call,
+    so one decorator is safe across threads and tasks.
+    """
+
+    def _copy(self) -> _ContextBlock:
+        fresh = copy.copy(self)
+        fresh.__dict__.pop("_states", None)
+        return fresh
+
+    def __call__(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        return decorate(func, self._copy)
+
+    def __enter__(self) -> Any:
+        state, value = self._enter()
+        self.__dict__.setdefault("_states", []).append(state)
+        return value
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        self._exit(self._states.pop(), exc)
+
+    async def __aenter__(self) -> Any:
+        return self.__enter__()
+
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    def _enter(self) -> tuple[Any, Any]:  # pragma: no cover - abstract
+        raise TypeError("subclasses define _enter")
+
+    def _exit(self, state: Any, exc: BaseException | None) -> None:  # pragma: no cover - abstract
+        raise TypeError("subclasses define _exit")
+
+
+def decorate(func: Callable[..., Any], make_block: Callable[[], Any]) -> Callable[..., Any]:
+    """Run each call of `func` (sync, async, generator or async generator) inside `make_block()`."""
+    if inspect.isasyncgenfunction(func):
+
+        @functools.wraps(func)
+        async def agen_wrapper(*args: Any, **kwargs: Any) -> Any:
+            with make_block():
+                async for item in func(*args, **kwargs):
+                    yield item
+
+        return agen_wrapper
+    if inspect.iscoroutinefunction(func):
+
+        @functools.wraps(func)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            with make_block():
+                return await func(*args, **kwargs)
+
+        return async_wrapper
+    if inspect.isgeneratorfunction(func):
+
+        @functools.wraps(func)
+        def gen_wrapper(*args: Any, **kwargs: Any) -> Any:
+            with make_block():
+                return (yield from func(*args, **kwargs))
+
+        return gen_wrapper
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with make_block():
+            return func(*args, **kwargs)
+
+    return wrapper
+
+
+class attributes(_ContextBlock):
+    """Label every call inside the block (or the decorated function) with who and what it was for.
+
+    Nested blocks merge, the inner value winning; `tags` accumulate; extra
+    keyword arguments become `metadata`. Non-string ids (an int user id) are
+    stored as strings.
+
+        with tokentrail.attributes(user_id="u-42", customer_id="acme", feature="search"):
+            client.chat.completions.create(...)
+    """
+
+    def __init__(
+        self,
+        user_id: Any = None,
+        customer_id: Any = None,
+        feature: Any = None,
+        session_id: Any = None,
+        tags: Iterable[str] | str | None = None,
+        **metadata: Any,
+    ) -> None:
+        self._fields = {"user_id": user_id, "customer_id": customer_id, "feature": feature, "session_id": session_id}
+        self._tags = tags
+        self._metadata = metadata
+
+    def _enter(self) -> tuple[Any, Any]:
+        merged = merge_attributes(attributes_var.get(), self._fields, self._tags, self._metadata)
+        return attributes_var.set(merged), dict(merged)
+
+    def _exit(self, token: Any, exc: BaseException | None) -> None:
+        attributes_var.reset(token)

@@ -1,0 +1,47 @@
+"""tokentrail's own diagnostics: the `tokentrail` logger, once per kind, and counters.
+
+Nothing tokentrail does may raise into the application, so every internal
+failure ends here: it is counted under a short kind (`sink.sqlite`,
+`coerce.input_tokens`, …) and logged the first time that kind is seen, so a
+failing sink does not flood the application's logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+
+logger = logging.getLogger("tokentrail")
+
+_lock = threading.Lock()
+_counts: Counter[str] = Counter()
+
+
+def _first(kind: str) -> bool:
+    with _lock:
+        _counts[kind] += 1
+        return _counts[kind] == 1
+
+
+def error_once(kind: str, message: str, exc: BaseException | None = None) -> None:
+    """Count an internal error of `kind`; log it (with traceback) the first time."""
+    if _first(kind):
+        logger.error("%s (further errors of this kind are counted, not logged)", message, exc_info=exc)
+
+
+def warn_once(kind: str, message: str, *args: object) -> None:
+    """Count bad input of `kind`; warn the first time."""
+    if _first(kind):
+        logger.warning(message, *args)
+
+
+def counts() -> dict[str, int]:
+    """Internal errors and warnings seen so far, by kind."""
+    with _lock:
+        return dict(_counts)
+
+
+def reset() -> None:
+    with _lock:
+        _counts.clear()

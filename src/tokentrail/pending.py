@@ -1,0 +1,340 @@
+"""Pending records: what the calling thread hands the pipeline, and how the worker finishes them.
+
+The calling thread only reads clocks, keeps references (arguments, response,
+exception, the attribution snapshot) and sets raw values; `_finish(settings)`
+runs on the worker and does everything else: id formatting, provider and
+operation names, coercing bad values (one warning per kind, never an
+exception), attribution, the content switch, error classification.
+
+`PendingCall` is the base of the manual `LLMSpan` and of every SDK adapter's
+pending call; an adapter overrides `_extract()` to fill `fields` from the raw
+request and response. Content (messages, output, tool arguments and results)
+is kept or dropped *here*, from `settings.capture_content`, so no adapter can
+forget the switch.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from . import log
+from .config import Settings
+from .context import ATTRIBUTION_FIELDS, _as_tags, attributes_var, current_span, current_workflow, new_span_id, new_trace_id
+from .errors import CATEGORIES, categorize, status_code_of
+from .record import FIELDS, LLMCall, Outcome, ToolCall
+from .semconv import normalize_operation, normalize_provider
+from .usage import TOKEN_KEYS, coerce_count
+
+__all__ = ["PendingCall", "PendingTool", "PendingOutcome", "record_id"]
+
+_perf_ns = time.perf_counter_ns
+_wall_ns = time.time_ns
+_UTC = timezone.utc
+_ERROR_MESSAGE_MAX = 2000
+
+# Argument names that may hold a credential; never kept in `request_params`.
+CREDENTIAL = re.compile(r"api[_-]?key|secret|passw|authoriz|credential|bearer|cookie|access[_-]?token|auth[_-]?token|private[_-]?key|extra[_-]?headers", re.I)
+
+# Fields the pending record owns: ids and clocks cannot be set by a caller.
+_PROTECTED = {"id", "trace_id", "span_id", "parent_span_id", "started_at", "recorded_at"}
+_INT_FIELDS = {"chunk_count", "message_count", "tool_call_count", "status_code", "attempt"}
+_FLOAT_FIELDS = {"duration_ms", "ttft_ms", "cost_usd", "input_cost_usd", "output_cost_usd"}
+_BOOL_FIELDS = {"stream", "cache_hit"}
+_STR_FIELDS = {"request_model", "response_model", "response_id", "error_type", "error_message", "error_category",
+               "user_id", "customer_id", "feature", "session_id", "workflow", "workflow_run_id", "sdk_version", "output_text"}
+
+
+def record_id(wall_ns: int, span_id: int) -> str:
+    """Unique and time-ordered: 12 hex digits of milliseconds, then the 16 of the span id."""
+    return f"{wall_ns // 1_000_000:012x}{span_id:016x}"
+
+
+def _float(value: Any, name: str) -> float | None:
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = float(value)
+        if not math.isfinite(number) or number < 0:
+            raise ValueError
+        return number
+    except (TypeError, ValueError):
+        log.warn_once(f"coerce.{name}", "tokentrail: ignored %s=%r: expected a non-negative number", name, value)
+        return None
+
+
+def _bool(value: Any, name: str) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if value in (0, 1):
+        return bool(value)
+    log.warn_once(f"coerce.{name}", "tokentrail: ignored %s=%r: expected True or False", name, value)
+    return None
+
+
+def coerce_field(name: str, value: Any) -> Any:
+    """A record field's value in the field's type; `None` (and one warning) when it cannot be."""
+    if value is None:
+        return None
+    if name in TOKEN_KEYS or name in _INT_FIELDS:
+        return coerce_count(value, name)
+    if name in _FLOAT_FIELDS:
+        return _float(value, name)
+    if name in _BOOL_FIELDS:
+        return _bool(value, name)
+    if name in _STR_FIELDS:
+        return value if isinstance(value, str) else str(value)
+    if name in ("finish_reasons", "tags"):
+        return list(_as_tags(value))
+    if name in ("request_params", "metadata"):
+        if isinstance(value, dict):
+            return value
+        log.warn_once(f"coerce.{name}", "tokentrail: ignored %s=%r: expected a dict", name, value)
+        return None
+    return value
+
+
+def safe_params(params: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Request parameters without anything that looks like a credential."""
+    if not params:
+        return None
+    return {k: v for k, v in params.items() if not CREDENTIAL.search(str(k))} or None
+
+
+def _messages(content: Any) -> list[Any]:
+    if isinstance(content, (list, tuple)):
+        return list(content)
+    if isinstance(content, dict):
+        return [content]
+    return [{"role": "user", "content": content if isinstance(content, str) else str(content)}]
+
+
+def _cut(text: Any, limit: int) -> str:
+    text = text if isinstance(text, str) else str(text)
+    return text if len(text) <= limit else text[:limit]
+
+
+def error_fields(error: Any, category: str | None) -> dict[str, Any]:
+    """`error_type`, `error_message`, `error_category`, `status_code` of an exception or a message."""
+    if category is not None and category not in CATEGORIES:
+        log.warn_once("coerce.error_category", "tokentrail: ignored error category %r; accepted: %s", category, ", ".join(CATEGORIES))
+        category = None
+    if isinstance(error, BaseException):
+        message = str(error) or type(error).__name__
+        return {
+            "error_type": type(error).__name__,
+            "error_message": _cut(message, _ERROR_MESSAGE_MAX),
+            "error_category": category or categorize(error),
+            "status_code": status_code_of(error),
+        }
+    message = _cut(error, _ERROR_MESSAGE_MAX)
+    return {"error_type": "Error", "error_message": message, "error_category": category or categorize(None, message=message)}
+
+
+class _Pending:
+    """What every pending record shares: clocks, ids and the attribution snapshot."""
+
+    # trace, span, parent: W3C ids as ints (formatted to hex on the worker).
+    __slots__ = ("route", "wall_ns", "start_ns", "end_ns", "trace", "span", "parent",
+                 "_attrs", "_workflow", "fields", "_token")
+
+    def _capture(self, route: Any, own_span: bool = True) -> None:
+        """Snapshot the context and open ids (calling thread: a few contextvar reads)."""
+        self.route = route
+        self._attrs = attributes_var.get()
+        self._workflow = current_workflow.get()
+        parent = current_span.get()
+        if parent is None:
+            self.trace, self.parent = new_trace_id(), None
+        else:
+            self.trace, self.parent = parent.trace, parent.span
+        self.span = new_span_id() if own_span else None
+        self.wall_ns = _wall_ns()
+        self.start_ns = _perf_ns()
+        self.end_ns = None
+        self.fields = {}
+        self._token = None
+
+    def _base(self, time_field: str) -> dict[str, Any]:
+        """Ids, time and attribution, for the worker."""
+        out: dict[str, Any] = {
+            "id": record_id(self.wall_ns, self.span or new_span_id()),
+            "trace_id": f"{self.trace:032x}",
+            "parent_span_id": None if self.parent is None else f"{self.parent:016x}",
+            time_field: datetime.fromtimestamp(self.wall_ns / 1e9, _UTC),
+        }
+        if self.span is not None:
+            out["span_id"] = f"{self.span:016x}"
+        attrs = self._attrs
+        if attrs:
+            for name in ATTRIBUTION_FIELDS:
+                if name in attrs:
+                    out[name] = attrs[name]
+            if attrs.get("tags"):
+                out["tags"] = list(attrs["tags"])
+            if attrs.get("metadata"):
+                out["metadata"] = dict(attrs["metadata"])
+        run = self._workflow
+        if run is not None:
+            out["workflow"], out["workflow_run_id"] = run.name, run.run_id
+        return out
+
+    def _apply(self, out: dict[str, Any], allowed: tuple[str, ...]) -> None:
+        """Lay the explicitly set fields over `out`: known fields coerced, the rest into metadata."""
+        for name, value in self.fields.items():
+            if name in _PROTECTED:
+                log.warn_once(f"protected.{name}", "tokentrail: ignored %s=%r: tokentrail sets this field itself", name, value)
+            elif name == "metadata":
+                if isinstance(value, dict):
+                    out["metadata"] = {**out.get("metadata", {}), **value}
+            elif name == "tags":
+                tags = out.get("tags", [])
+                out["tags"] = tags + [t for t in _as_tags(value) if t not in tags]
+            elif name in allowed:
+                out[name] = coerce_field(name, value)
+            else:
+                out.setdefault("metadata", {})[name] = value
+
+    # Span protocol: parent of the spans opened inside it.
+    def _open(self) -> None:
+        self._token = current_span.set(self)
+
+    def _close(self) -> None:
+        self.end_ns = _perf_ns()
+        if self._token is not None:
+            try:
+                current_span.reset(self._token)
+            except ValueError:  # closed in another context (a generator resumed elsewhere)
+                pass
+            self._token = None
+
+
+_LLM_FIELDS = FIELDS[LLMCall]
+_TOOL_FIELDS = FIELDS[ToolCall]
+_OUTCOME_FIELDS = FIELDS[Outcome]
+
+
+class PendingCall(_Pending):
+    """An LLM call in flight or done, not yet turned into an `LLMCall`."""
+
+    __slots__ = ("provider", "model", "operation", "source", "error", "error_category",
+                 "content_in", "content_out", "first_chunk_ns")
+
+    def __init__(self, provider: Any, model: Any, operation: Any = "chat", source: str = "manual", route: Any = None) -> None:
+        self.provider = provider
+        self.model = model
+        self.operation = operation
+        self.source = source
+        self.error = None
+        self.error_category = None
+        self.content_in = None
+        self.content_out = None
+        self.first_chunk_ns = None
+        self._capture(route)
+
+    def _extract(self, settings: Settings) -> None:
+        """Adapters fill `self.fields` / `content_*` from the raw request and response here (worker)."""
+
+    def _finish(self, settings: Settings) -> LLMCall:
+        try:
+            self._extract(settings)
+        except Exception as exc:  # noqa: BLE001 - record what we have
+            log.error_once(f"extract.{type(self).__name__}", "tokentrail: could not read a response; recorded what was readable", exc)
+        out = self._base("started_at")
+        end = self.end_ns if self.end_ns is not None else _perf_ns()
+        out["duration_ms"] = (end - self.start_ns) / 1e6
+        if self.first_chunk_ns is not None:
+            out["ttft_ms"] = (self.first_chunk_ns - self.start_ns) / 1e6
+            out["stream"] = True
+        out["request_model"] = None if self.model is None else str(self.model)
+        out["operation"] = normalize_operation(self.operation)
+        out["source"] = self.source
+        self._apply(out, _LLM_FIELDS)
+        out["provider"] = normalize_provider(self.provider, out.get("request_model") or out.get("response_model"))
+        if self.error is not None:
+            for name, value in error_fields(self.error, self.error_category).items():
+                if out.get(name) is None:
+                    out[name] = value
+        if out.get("request_params"):
+            out["request_params"] = safe_params(out["request_params"])
+        if self.content_in is not None:
+            messages = _messages(self.content_in)
+            out.setdefault("message_count", len(messages))
+            if settings.capture_content:
+                out["input_messages"] = messages
+        if settings.capture_content:
+            if self.content_out is not None:
+                out["output_text"] = _cut(self.content_out, settings.content_max_chars)
+            elif out.get("output_text") is not None:
+                out["output_text"] = _cut(out["output_text"], settings.content_max_chars)
+        else:
+            out.pop("input_messages", None)
+            out.pop("output_text", None)
+        return LLMCall(**out)
+
+
+class PendingTool(_Pending):
+    __slots__ = ("name", "error", "error_category", "arguments", "result")
+
+    def __init__(self, name: Any, route: Any = None) -> None:
+        self.name = name
+        self.error = None
+        self.error_category = None
+        self.arguments = None
+        self.result = None
+        self._capture(route)
+
+    def _finish(self, settings: Settings) -> ToolCall:
+        out = self._base("started_at")
+        end = self.end_ns if self.end_ns is not None else _perf_ns()
+        out["duration_ms"] = (end - self.start_ns) / 1e6
+        out["name"] = str(self.name)
+        self._apply(out, _TOOL_FIELDS)
+        if self.error is not None:
+            fields = error_fields(self.error, self.error_category)
+            fields.pop("status_code", None)
+            out.update(fields)
+        if settings.capture_content:
+            out["arguments"] = self.arguments
+            out["result"] = None if self.result is None else _cut(self.result, settings.content_max_chars)
+        else:
+            out.pop("arguments", None)
+            out.pop("result", None)
+        return ToolCall(**out)
+
+
+class PendingOutcome(_Pending):
+    __slots__ = ("name", "value", "success", "run")
+
+    def __init__(self, name: Any, value: Any, success: Any, run: Any, route: Any = None) -> None:
+        self.name = name
+        self.value = value
+        self.success = success
+        self._capture(route, own_span=False)
+        self.run = run if run is not None else self._workflow
+        self._workflow = self.run
+
+    def _finish(self, settings: Settings) -> Outcome:
+        out = self._base("recorded_at")
+        if self.run is not None:
+            out["trace_id"] = f"{self.run.trace:032x}"
+            out["parent_span_id"] = f"{self.run.span:016x}"
+        out["name"] = str(self.name)
+        value = self.value
+        if isinstance(value, bool):
+            value = float(value)
+        elif value is not None:
+            try:
+                value = float(value)
+                if not math.isfinite(value):
+                    raise ValueError
+            except (TypeError, ValueError):
+                log.warn_once("coerce.outcome_value", "tokentrail: ignored outcome value %r: expected a number", value)
+                value = None
+        out["value"] = value
+        out["success"] = bool(self.success)
+        self._apply(out, _OUTCOME_FIELDS)
+        return Outcome(**out)

@@ -1,0 +1,148 @@
+"""The three things tokentrail records: `LLMCall`, `ToolCall` and `Outcome`.
+
+They are plain slots dataclasses: cheap to build on the pipeline's worker thread,
+and the field order is the column order of every store.
+
+Token rules (the OpenTelemetry convention): `input_tokens` counts *all* input
+tokens, cached ones included, and `cache_read_tokens` / `cache_write_tokens` say
+how many of them were cache reads and writes; `reasoning_tokens` are part of
+`output_tokens`; `total_tokens = input_tokens + output_tokens`, filled in when
+either side is known.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+__all__ = ["LLMCall", "ToolCall", "Outcome", "to_dict", "kind_of"]
+
+
+@dataclass(slots=True, kw_only=True)
+class LLMCall:
+    id: str
+    trace_id: str | None = None
+    span_id: str | None = None
+    parent_span_id: str | None = None
+    started_at: datetime | None = None
+    duration_ms: float | None = None
+    provider: str = "unknown"
+    operation: str = "chat"
+    request_model: str | None = None
+    response_model: str | None = None
+    response_id: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    total_tokens: int | None = None
+    cache_read_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    cost_usd: float | None = None
+    input_cost_usd: float | None = None
+    output_cost_usd: float | None = None
+    stream: bool = False
+    ttft_ms: float | None = None
+    chunk_count: int | None = None
+    finish_reasons: list[str] | None = None
+    request_params: dict[str, Any] | None = None
+    message_count: int | None = None
+    tool_call_count: int | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    error_category: str | None = None
+    status_code: int | None = None
+    attempt: int | None = None
+    cache_hit: bool | None = None
+    user_id: str | None = None
+    customer_id: str | None = None
+    feature: str | None = None
+    session_id: str | None = None
+    workflow: str | None = None
+    workflow_run_id: str | None = None
+    tags: list[str] | None = None
+    metadata: dict[str, Any] | None = None
+    input_messages: list[Any] | None = None
+    output_text: str | None = None
+    source: str = "manual"
+    sdk_version: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.total_tokens is None and (self.input_tokens is not None or self.output_tokens is not None):
+            self.total_tokens = (self.input_tokens or 0) + (self.output_tokens or 0)
+
+    @property
+    def model(self) -> str | None:
+        """The model as the user asked for it, else as the response named it."""
+        return self.request_model or self.response_model
+
+    @property
+    def failed(self) -> bool:
+        return self.error_type is not None or self.error_category is not None
+
+
+@dataclass(slots=True, kw_only=True)
+class ToolCall:
+    id: str
+    trace_id: str | None = None
+    span_id: str | None = None
+    parent_span_id: str | None = None
+    started_at: datetime | None = None
+    duration_ms: float | None = None
+    name: str = ""
+    tool_call_id: str | None = None
+    arguments: Any = None
+    result: Any = None
+    error_type: str | None = None
+    error_message: str | None = None
+    error_category: str | None = None
+    user_id: str | None = None
+    customer_id: str | None = None
+    feature: str | None = None
+    session_id: str | None = None
+    workflow: str | None = None
+    workflow_run_id: str | None = None
+    tags: list[str] | None = None
+    metadata: dict[str, Any] | None = None
+    source: str = "manual"
+
+
+@dataclass(slots=True, kw_only=True)
+class Outcome:
+    id: str
+    trace_id: str | None = None
+    parent_span_id: str | None = None
+    recorded_at: datetime | None = None
+    name: str = ""
+    value: float | None = None
+    success: bool = True
+    workflow: str | None = None
+    workflow_run_id: str | None = None
+    user_id: str | None = None
+    customer_id: str | None = None
+    feature: str | None = None
+    session_id: str | None = None
+    tags: list[str] | None = None
+    metadata: dict[str, Any] | None = None
+
+
+FIELDS: dict[type, tuple[str, ...]] = {
+    cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in (LLMCall, ToolCall, Outcome)
+}
+
+_KINDS = {LLMCall: "llm_call", ToolCall: "tool_call", Outcome: "outcome"}
+
+
+def kind_of(record: Any) -> str:
+    """`llm_call`, `tool_call` or `outcome`."""
+    return _KINDS[type(record)]
+
+
+def to_dict(record: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a record (datetimes as ISO 8601 strings), with its `type`."""
+    out: dict[str, Any] = {"type": kind_of(record)}
+    for name in FIELDS[type(record)]:
+        value = getattr(record, name)
+        out[name] = value.isoformat() if isinstance(value, datetime) else value
+    return out

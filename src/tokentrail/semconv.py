@@ -1,0 +1,187 @@
+"""Operation and provider names, shared with the OpenTelemetry GenAI conventions.
+
+The strings come from `opentelemetry-semantic-conventions` where it has them
+(`gen_ai.operation.name`, `gen_ai.provider.name` values); the few operations the
+convention lacks are ours. The tables are built on first use, on the pipeline's
+worker thread, so `import tokentrail` does not pay for importing the convention.
+
+`normalize_provider` folds what users type (`Azure_OpenAI`, `bedrock`, `vertex`,
+`gemini`, `mistralai`, `togetherai`, `claude`, …) to one name; names we do not
+know are kept, lower-cased. `infer_provider` guesses the provider from a model
+name when the caller gave none; a model we cannot place is recorded under
+`unknown` rather than guessed.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+__all__ = [
+    "UNKNOWN",
+    "OUR_OPERATIONS",
+    "operations",
+    "providers",
+    "normalize_operation",
+    "normalize_provider",
+    "infer_provider",
+]
+
+UNKNOWN = "unknown"
+
+# Operations the GenAI convention has no value for.
+OUR_OPERATIONS = ("image_generation", "moderation", "speech_to_text", "text_to_speech", "rerank")
+
+
+@functools.lru_cache(maxsize=None)
+def _convention():
+    from opentelemetry.semconv._incubating.attributes import gen_ai_attributes
+
+    return gen_ai_attributes.GenAiOperationNameValues, gen_ai_attributes.GenAiProviderNameValues
+
+
+@functools.lru_cache(maxsize=None)
+def operations() -> frozenset[str]:
+    ops, _ = _convention()
+    return frozenset(op.value for op in ops) | frozenset(OUR_OPERATIONS)
+
+
+@functools.lru_cache(maxsize=None)
+def providers() -> frozenset[str]:
+    """Provider names the convention defines."""
+    _, prov = _convention()
+    return frozenset(p.value for p in prov)
+
+
+def _key(text: str) -> str:
+    return re.sub(r"[\s\-./]+", "_", text.strip().lower())
+
+
+@functools.lru_cache(maxsize=None)
+def _operation_aliases() -> dict[str, str]:
+    ops, _ = _convention()
+    table = {_key(op): op for op in operations()}
+    for alias, op in {
+        "chat_completion": ops.CHAT,
+        "chat_completions": ops.CHAT,
+        "messages": ops.CHAT,
+        "completion": ops.TEXT_COMPLETION,
+        "completions": ops.TEXT_COMPLETION,
+        "embedding": ops.EMBEDDINGS,
+        "embed": ops.EMBEDDINGS,
+        "tool": ops.EXECUTE_TOOL,
+        "tool_call": ops.EXECUTE_TOOL,
+        "agent": ops.INVOKE_AGENT,
+        "workflow": ops.INVOKE_WORKFLOW,
+        "generate": ops.GENERATE_CONTENT,
+    }.items():
+        table[alias] = op.value
+    for alias, op in {
+        "image": "image_generation",
+        "images": "image_generation",
+        "moderations": "moderation",
+        "transcription": "speech_to_text",
+        "transcriptions": "speech_to_text",
+        "translation": "speech_to_text",
+        "speech": "text_to_speech",
+        "tts": "text_to_speech",
+        "reranking": "rerank",
+    }.items():
+        table[alias] = op
+    return table
+
+
+@functools.lru_cache(maxsize=None)
+def _provider_aliases() -> dict[str, str]:
+    _, p = _convention()
+    aliases = {
+        p.OPENAI: ["oai", "open_ai"],
+        p.AZURE_AI_OPENAI: ["azure", "azure_openai", "azureopenai", "azure_open_ai"],
+        p.AZURE_AI_INFERENCE: ["azure_ai", "azure_inference"],
+        p.AWS_BEDROCK: ["bedrock", "aws_bedrock", "amazon_bedrock", "bedrock_runtime", "bedrock_converse"],
+        p.GCP_VERTEX_AI: ["vertex", "vertex_ai", "vertexai", "google_vertex", "google_vertex_ai", "gcp_vertex"],
+        p.GCP_GEMINI: ["gemini", "google_gemini", "google_ai_studio", "googleai", "google_ai", "google"],
+        p.GCP_GEN_AI: ["google_genai", "google_gen_ai", "genai"],
+        p.ANTHROPIC: ["claude", "anthropic_ai"],
+        p.COHERE: ["cohere_ai", "cohereai"],
+        p.GROQ: ["groq_cloud", "groqcloud"],
+        p.MISTRAL_AI: ["mistral", "mistralai"],
+        p.DEEPSEEK: ["deep_seek", "deepseek_ai"],
+        p.X_AI: ["xai", "grok"],
+        p.PERPLEXITY: ["pplx", "perplexity_ai"],
+        p.IBM_WATSONX_AI: ["watsonx", "ibm", "ibm_watsonx", "watsonx_ai"],
+        "together": ["togetherai", "together_ai"],
+        "fireworks": ["fireworks_ai", "fireworksai"],
+        "huggingface": ["hf", "hugging_face"],
+        "ollama": [],
+        "openrouter": ["open_router"],
+        "voyage": ["voyageai", "voyage_ai"],
+        "cerebras": [],
+    }
+    table: dict[str, str] = {}
+    for canonical, names in aliases.items():
+        value = getattr(canonical, "value", canonical)
+        table[_key(value)] = value
+        for name in names:
+            table[name] = value
+    return table
+
+
+def normalize_operation(operation: object) -> str:
+    """The convention's spelling of an operation (`Chat` -> `chat`, `embedding` -> `embeddings`)."""
+    if not operation:
+        return "chat"
+    text = str(operation)
+    key = _key(text)
+    return _operation_aliases().get(key, key)
+
+
+def normalize_provider(provider: object, model: object = None) -> str:
+    """One name per provider; infer it from the model when `provider` is empty."""
+    if provider:
+        text = str(provider)
+        key = _key(text)
+        return _provider_aliases().get(key, key)
+    return infer_provider(model)
+
+
+# (pattern on the lower-cased model name, provider); first match wins.
+_MODEL_RULES: tuple[tuple[str, str], ...] = (
+    # Bedrock model ids: "anthropic.claude-…", "us.anthropic.claude-…", "amazon.nova-…", "meta.llama…"
+    (r"^(?:(?:us|eu|apac|global)\.)?(?:anthropic|amazon|meta|cohere|ai21|mistral|deepseek|writer)\.[a-z0-9]", "aws.bedrock"),
+    (r"^(?:gpt-|chatgpt-|o\d(?:-|$)|text-embedding-(?:ada|3)|dall-e|whisper-|tts-|davinci|babbage|"
+     r"omni-moderation|text-moderation|computer-use-preview|codex-)", "openai"),
+    (r"^claude", "anthropic"),
+    (r"^(?:models/)?(?:gemini|gemma|text-embedding-004|embedding-001|imagen)", "gcp.gemini"),
+    (r"^(?:command|embed-(?:english|multilingual|v\d)|rerank-|c4ai-aya|aya-)", "cohere"),
+    (r"^(?:mistral|mixtral|codestral|pixtral|ministral|magistral|devstral|open-mistral|open-mixtral|voxtral)", "mistral_ai"),
+    (r"^grok", "x_ai"),
+    (r"^deepseek", "deepseek"),
+    (r"^(?:sonar|pplx-|r1-1776)", "perplexity"),
+    (r"^granite", "ibm.watsonx.ai"),
+    (r"^accounts/fireworks/", "fireworks"),
+    (r"^voyage-", "voyage"),
+)
+_MODEL_PATTERN = re.compile("|".join(f"(?P<r{i}>{pattern})" for i, (pattern, _) in enumerate(_MODEL_RULES)))
+
+
+def infer_provider(model: object) -> str:
+    """The provider a model name implies, or `unknown`.
+
+    `provider/model` prefixes (as LiteLLM and OpenRouter write them) win; bare
+    open-weight names such as `llama-3-70b` run on many providers, so they stay
+    `unknown` rather than being guessed.
+    """
+    if not model:
+        return UNKNOWN
+    name = str(model).strip().lower()
+    prefix, sep, rest = name.partition("/")
+    if sep and prefix not in ("models", "accounts"):
+        known = _provider_aliases().get(_key(prefix))
+        if known:
+            return known
+        name = rest
+    match = _MODEL_PATTERN.match(name)
+    if match is None:
+        return UNKNOWN
+    return _MODEL_RULES[int(match.lastgroup[1:])][1]

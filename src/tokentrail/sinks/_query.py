@@ -1,0 +1,195 @@
+"""SQL the read side of every store shares: time bounds, filters, grouping, percentiles.
+
+Stores differ only in placeholder style and in how a timestamp is cut to a day
+or an hour, so one builder serves SQLite and PostgreSQL alike.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, timedelta, timezone
+from typing import Any, Iterable, Sequence
+
+__all__ = ["QueryBuilder", "parse_time", "percentile", "GROUPS"]
+
+# Names a user may group or filter by besides the columns themselves.
+# name -> (the column it needs, the SQL expression)
+GROUPS = {
+    "model": ("request_model", "COALESCE(request_model, response_model)"),
+    "user": ("user_id", "user_id"),
+    "customer": ("customer_id", "customer_id"),
+    "session": ("session_id", "session_id"),
+    "workflow_run": ("workflow_run_id", "workflow_run_id"),
+}
+_TIME_CUTS = {
+    "qmark": {"day": "substr({t}, 1, 10)", "hour": "substr({t}, 1, 13) || ':00'"},
+    "format": {"day": "to_char({t} AT TIME ZONE 'UTC', 'YYYY-MM-DD')", "hour": "to_char({t} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:00')"},
+}
+_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)\s*$", re.I)
+_UNIT_SECONDS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_time(value: Any, now: datetime | None = None) -> datetime:
+    """An aware UTC datetime from a datetime, date, timedelta (that long ago), epoch seconds,
+    ISO 8601 text, or a duration ago as text (`90s`, `15m`, `24h`, `7d`, `2w`). Naive times are UTC."""
+    now = now or datetime.now(timezone.utc)
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
+    if isinstance(value, timedelta):
+        return now - value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, timezone.utc)
+    if isinstance(value, str):
+        match = _RELATIVE.match(value)
+        if match:
+            return now - timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()])
+        try:
+            return parse_time(datetime.fromisoformat(value.strip().replace("Z", "+00:00")), now)
+        except ValueError:
+            pass
+    raise ValueError(
+        f"not a time: {value!r}; use a datetime, an ISO date such as 2026-11-01, or a duration ago such as 24h or 7d"
+    )
+
+
+class percentile:
+    """SQLite aggregate `tt_percentile(x, p)`: the p-th percentile, interpolated (numpy's default)."""
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+        self.p = 50.0
+
+    def step(self, value: Any, p: Any) -> None:
+        if value is not None:
+            self.values.append(value)
+            self.p = p
+
+    def finalize(self) -> float | None:
+        return interpolate(sorted(self.values), self.p)
+
+
+def interpolate(ordered: Sequence[float], p: float) -> float | None:
+    if not ordered:
+        return None
+    rank = (len(ordered) - 1) * p / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+class QueryBuilder:
+    """Builds the WHERE / ORDER / GROUP BY of read queries over one table's columns."""
+
+    def __init__(self, columns: Iterable[str], time_column: str, style: str = "qmark") -> None:
+        self.columns = tuple(columns)
+        self.time_column = time_column
+        self.style = style
+        self.mark = "?" if style == "qmark" else "%s"
+        self.cuts = {name: cut.format(t=time_column) for name, cut in _TIME_CUTS[style].items()}
+
+    def expression(self, name: str, purpose: str = "filter by") -> str:
+        if not isinstance(name, str):
+            raise ValueError(f"cannot {purpose} {name!r}: field names are strings")
+        key = name.strip().lower()
+        if key in self.columns:
+            return key
+        if key in GROUPS and GROUPS[key][0] in self.columns:
+            return GROUPS[key][1]
+        if key in self.cuts:
+            return self.cuts[key]
+        accepted = sorted(set(self.columns) | set(GROUPS) | set(self.cuts))
+        raise ValueError(f"cannot {purpose} {name!r}: unknown field; accepted: {', '.join(accepted)}")
+
+    def _time_param(self, value: Any) -> Any:
+        moment = parse_time(value)
+        return moment.isoformat(timespec="microseconds") if self.style == "qmark" else moment
+
+    def where(self, since: Any = None, until: Any = None, where: Any = None) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if since is not None:
+            clauses.append(f"{self.time_column} >= {self.mark}")
+            params.append(self._time_param(since))
+        if until is not None:
+            clauses.append(f"{self.time_column} < {self.mark}")
+            params.append(self._time_param(until))
+        if where:
+            if not isinstance(where, dict):
+                raise ValueError(f"where must be a dict of field -> value, not {type(where).__name__}")
+            for name, value in where.items():
+                expr = self.expression(name)
+                if value is None:
+                    clauses.append(f"{expr} IS NULL")
+                elif isinstance(value, (list, tuple, set, frozenset)):
+                    values = list(value)
+                    if not values:
+                        clauses.append("1 = 0")
+                        continue
+                    clauses.append(f"{expr} IN ({', '.join([self.mark] * len(values))})")
+                    params.extend(values)
+                else:
+                    clauses.append(f"{expr} = {self.mark}")
+                    params.append(value)
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+    def order(self, order: str) -> str:
+        key = str(order).lower()
+        if key in ("newest", "desc"):
+            return f"ORDER BY {self.time_column} DESC"
+        if key in ("oldest", "asc"):
+            return f"ORDER BY {self.time_column} ASC"
+        raise ValueError(f"order must be 'newest' or 'oldest', not {order!r}")
+
+    @staticmethod
+    def limit(limit: Any) -> int:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ValueError(f"limit must be a whole number >= 0 or None, not {limit!r}")
+        return limit
+
+    METRICS = (
+        ("calls", "COUNT(*)"),
+        ("input_tokens", "SUM(input_tokens)"),
+        ("output_tokens", "SUM(output_tokens)"),
+        ("cache_read_tokens", "SUM(cache_read_tokens)"),
+        ("cache_write_tokens", "SUM(cache_write_tokens)"),
+        ("reasoning_tokens", "SUM(reasoning_tokens)"),
+        ("total_tokens", "SUM(total_tokens)"),
+        ("cost_usd", "SUM(cost_usd)"),
+        ("unpriced_calls", "SUM(CASE WHEN cost_usd IS NULL THEN 1 ELSE 0 END)"),
+        ("errors", "SUM(CASE WHEN error_type IS NOT NULL OR error_category IS NOT NULL THEN 1 ELSE 0 END)"),
+    )
+
+    def summary_sql(self, table: str, group_by: Sequence[str] | str, since: Any = None, until: Any = None, where: Any = None) -> tuple[str, list[Any], list[str]]:
+        groups = [group_by] if isinstance(group_by, str) else list(group_by or ())
+        keys = [g.strip().lower() for g in groups]
+        exprs = [self.expression(g, "group by") for g in groups]
+        clause, params = self.where(since, until, where)
+        if self.style == "qmark":
+            pct = "tt_percentile({col}, {p})"
+        else:
+            pct = "percentile_cont({p} / 100.0) WITHIN GROUP (ORDER BY {col})"
+        select = [f"{e} AS g{i}" for i, e in enumerate(exprs)]
+        select += [sql for _, sql in self.METRICS]
+        select += [pct.format(col="duration_ms", p=50), pct.format(col="duration_ms", p=95), pct.format(col="ttft_ms", p=50)]
+        sql = f"SELECT {', '.join(select)} FROM {table}{clause}"
+        if exprs:
+            sql += " GROUP BY " + ", ".join(f"g{i}" for i in range(len(exprs)))
+        return sql, params, keys
+
+    def summary_rows(self, rows: Iterable[Sequence[Any]], keys: list[str]) -> list[dict[str, Any]]:
+        names = [name for name, _ in self.METRICS] + ["p50_ms", "p95_ms", "ttft_p50_ms"]
+        out = []
+        for row in rows:
+            item = dict(zip(keys, row[: len(keys)]))
+            item.update(zip(names, row[len(keys):]))
+            if not item["calls"]:
+                continue
+            item["error_rate"] = item["errors"] / item["calls"]
+            for name in ("p50_ms", "p95_ms", "ttft_p50_ms", "cost_usd"):
+                if item[name] is not None:
+                    item[name] = float(item[name])
+            out.append(item)
+        out.sort(key=lambda r: (-(r["cost_usd"] or 0.0), -r["calls"]))
+        return out

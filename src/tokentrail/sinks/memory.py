@@ -1,0 +1,57 @@
+"""An in-memory sink: records kept in lists, for tests and for `tracking()`."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Sequence
+
+from ..record import LLMCall, Outcome, ToolCall
+
+__all__ = ["InMemorySink"]
+
+
+class InMemorySink:
+    kind = "memory"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calls: list[LLMCall] = []
+        self._tool_calls: list[ToolCall] = []
+        self._outcomes: list[Outcome] = []
+
+    def export(self, records: Sequence[Any]) -> None:
+        with self._lock:
+            for record in records:
+                if isinstance(record, LLMCall):
+                    self._calls.append(record)
+                elif isinstance(record, ToolCall):
+                    self._tool_calls.append(record)
+                elif isinstance(record, Outcome):
+                    self._outcomes.append(record)
+
+    def _settled(self) -> None:
+        """Hook for subclasses that must wait for records still in flight."""
+
+    @property
+    def calls(self) -> list[LLMCall]:
+        self._settled()
+        with self._lock:
+            return list(self._calls)
+
+    @property
+    def tool_calls(self) -> list[ToolCall]:
+        self._settled()
+        with self._lock:
+            return list(self._tool_calls)
+
+    @property
+    def outcomes(self) -> list[Outcome]:
+        self._settled()
+        with self._lock:
+            return list(self._outcomes)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._calls.clear()
+            self._tool_calls.clear()
+            self._outcomes.clear()

@@ -1,0 +1,329 @@
+"""The default store: one SQLite file, no setup.
+
+- Schema created on first use and versioned in `schema_version`; each later
+  change is a migration that adds, never drops (`MIGRATIONS`).
+- WAL mode, `synchronous=NORMAL`: readers (the CLI, the dashboard) never block
+  the writer, and a batch is one transaction.
+- Several processes may write one file: SQLite's busy timeout waits for the
+  lock, a batch that still finds it locked is retried, and `INSERT OR IGNORE`
+  on the record id makes a retry harmless.
+- A file that is not a SQLite database, or a newer tokentrail's, is reported
+  and left untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from datetime import datetime, timezone
+from operator import attrgetter
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from ..errors import StoreError
+from ..record import FIELDS, LLMCall, Outcome, ToolCall
+from ._query import QueryBuilder, percentile
+
+__all__ = ["SQLiteStore", "SCHEMA_VERSION"]
+
+TABLES = {LLMCall: "llm_calls", ToolCall: "tool_calls", Outcome: "outcomes"}
+JSON_COLUMNS = {"finish_reasons", "request_params", "tags", "metadata", "input_messages", "arguments", "result"}
+TIME_COLUMNS = {"started_at", "recorded_at"}
+BOOL_COLUMNS = {"stream", "cache_hit", "success"}
+INT_COLUMNS = {
+    "input_tokens", "output_tokens", "total_tokens", "cache_read_tokens", "cache_write_tokens",
+    "reasoning_tokens", "chunk_count", "message_count", "tool_call_count", "status_code", "attempt",
+}
+REAL_COLUMNS = {"duration_ms", "cost_usd", "input_cost_usd", "output_cost_usd", "ttft_ms", "value"}
+
+
+def _column_type(name: str) -> str:
+    if name in INT_COLUMNS or name in BOOL_COLUMNS:
+        return "INTEGER"
+    if name in REAL_COLUMNS:
+        return "REAL"
+    return "TEXT"
+
+
+def _create_table(cls: type) -> str:
+    columns = ",\n  ".join(
+        f"{name} TEXT PRIMARY KEY" if name == "id" else f"{name} {_column_type(name)}" for name in FIELDS[cls]
+    )
+    return f"CREATE TABLE IF NOT EXISTS {TABLES[cls]} (\n  {columns}\n)"
+
+
+def _index(table: str, column: str, time_column: str = "started_at") -> str:
+    # Partial indexes: a column that is mostly NULL costs nothing on insert.
+    return (
+        f"CREATE INDEX IF NOT EXISTS ix_{table}_{column} ON {table} ({column}, {time_column}) "
+        f"WHERE {column} IS NOT NULL"
+    )
+
+
+# Version -> statements. Append, never edit: a store at version N runs N+1.. on open.
+MIGRATIONS: dict[int, list[str]] = {
+    1: [
+        _create_table(LLMCall),
+        _create_table(ToolCall),
+        _create_table(Outcome),
+        "CREATE INDEX IF NOT EXISTS ix_llm_calls_started_at ON llm_calls (started_at)",
+        *(_index("llm_calls", c) for c in ("user_id", "customer_id", "feature", "workflow_run_id")),
+        "CREATE INDEX IF NOT EXISTS ix_tool_calls_started_at ON tool_calls (started_at)",
+        "CREATE INDEX IF NOT EXISTS ix_outcomes_recorded_at ON outcomes (recorded_at)",
+        _index("outcomes", "workflow_run_id", "recorded_at"),
+    ],
+}
+SCHEMA_VERSION = max(MIGRATIONS)
+
+
+def path_of(url: str) -> str:
+    """The file path in a `sqlite:///path` URL (`:memory:` stays as it is)."""
+    rest = url.split("://", 1)[1] if "://" in url else url
+    path = rest[1:] if rest.startswith("/") else rest
+    if path in ("", ":memory:"):
+        return ":memory:"
+    return str(Path(path).expanduser())
+
+
+def _to_row(values: Sequence[Any], json_idx: tuple[int, ...], time_idx: tuple[int, ...]) -> list[Any]:
+    row = list(values)
+    for i in json_idx:
+        if row[i] is not None:
+            row[i] = json.dumps(row[i], default=str, separators=(",", ":"))
+    for i in time_idx:
+        if row[i] is not None:
+            row[i] = row[i].isoformat(timespec="microseconds")
+    return row
+
+
+class _Table:
+    """How one record type goes in and out of its table."""
+
+    def __init__(self, cls: type) -> None:
+        self.cls = cls
+        self.name = TABLES[cls]
+        self.columns = FIELDS[cls]
+        self.get = attrgetter(*self.columns)
+        self.json_idx = tuple(i for i, c in enumerate(self.columns) if c in JSON_COLUMNS)
+        self.time_idx = tuple(i for i, c in enumerate(self.columns) if c in TIME_COLUMNS)
+        self.bool_idx = tuple(i for i, c in enumerate(self.columns) if c in BOOL_COLUMNS)
+        self.insert = (
+            f"INSERT OR IGNORE INTO {self.name} ({', '.join(self.columns)}) "
+            f"VALUES ({', '.join('?' * len(self.columns))})"
+        )
+        self.time_column = "recorded_at" if cls is Outcome else "started_at"
+
+    def rows(self, records: Iterable[Any]) -> list[list[Any]]:
+        get, json_idx, time_idx = self.get, self.json_idx, self.time_idx
+        return [_to_row(get(r), json_idx, time_idx) for r in records]
+
+    def record(self, row: Sequence[Any]) -> Any:
+        values = list(row)
+        for i in self.json_idx:
+            if values[i] is not None:
+                values[i] = json.loads(values[i])
+        for i in self.time_idx:
+            if values[i] is not None:
+                values[i] = datetime.fromisoformat(values[i])
+        for i in self.bool_idx:
+            if values[i] is not None:
+                values[i] = bool(values[i])
+        return self.cls(**dict(zip(self.columns, values)))
+
+
+_TABLES = {cls: _Table(cls) for cls in TABLES}
+
+
+class SQLiteStore:
+    """A tokentrail store in one SQLite file: a sink (`export`) and the read side (`calls`, `summary`)."""
+
+    kind = "sqlite"
+
+    def __init__(self, url: str = "sqlite:///tokentrail.db", *, busy_timeout_s: float = 10.0) -> None:
+        self.url = url
+        self.path = path_of(url)
+        self._busy_ms = int(busy_timeout_s * 1000)
+        self._local = threading.local()
+        self._memory_conn: sqlite3.Connection | None = None
+        self._memory_lock = threading.RLock()
+        self._ready = False
+        self._connection()  # fail now, with a clear message, if the file is unusable
+
+    # -- connections -----------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.path != ":memory:":
+            parent = Path(self.path).parent
+            try:
+                parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"tokentrail: cannot create the folder for the store {self.path}: {exc.strerror or exc}") from None
+            if Path(self.path).exists() and not os.access(self.path, os.W_OK):
+                raise StoreError(f"tokentrail: the store {self.path} is not writable")
+            if not os.access(parent, os.W_OK):
+                raise StoreError(f"tokentrail: cannot write the store {self.path}: folder {parent} is not writable")
+        conn = None
+        try:
+            conn = sqlite3.connect(self.path, timeout=self._busy_ms / 1000, isolation_level=None, check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+            if self.path != ":memory:":
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")
+            conn.create_aggregate("tt_percentile", 2, percentile)
+            if not self._ready:
+                self._migrate(conn)
+                self._ready = True
+        except BaseException as exc:
+            if conn is not None:
+                conn.close()
+            if isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc)):
+                raise StoreError(f"tokentrail: the store {self.path} stayed locked by another process ({exc})") from None
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise StoreError(
+                    f"tokentrail: {self.path} is not a usable SQLite database ({exc}); it was left untouched — "
+                    "move it away or point `store` at another file"
+                ) from None
+            raise
+        return conn
+
+    def _connection(self) -> sqlite3.Connection:
+        if self.path == ":memory:":
+            if self._memory_conn is None:
+                self._memory_conn = self._connect()
+            return self._memory_conn
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid():
+            # A connection must not cross fork(): the child opens its own and
+            # leaves the parent's alone (closing it could disturb the parent's locks).
+            local.conn, local.pid = self._connect(), os.getpid()
+        return local.conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            version = 0
+            if "schema_version" in names:
+                row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+                version = row[0] or 0
+            elif names & set(TABLES.values()):
+                raise StoreError(
+                    f"tokentrail: {self.path} has tokentrail-named tables but no schema_version; "
+                    "it was left untouched"
+                )
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"tokentrail: {self.path} is at schema version {version}, newer than this tokentrail "
+                    f"({SCHEMA_VERSION}); upgrade tokentrail to write to it"
+                )
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, applied_at TEXT NOT NULL)")
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[target]:
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO schema_version VALUES (?, ?)",
+                    (target, datetime.now(timezone.utc).isoformat(timespec="seconds")),
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def schema_version(self) -> int:
+        return self._read("SELECT MAX(version) FROM schema_version")[0][0]
+
+    # -- the sink side -----------------------------------------------------------------------------
+
+    def export(self, records: Sequence[Any]) -> None:
+        """Write a batch in one transaction; retried while another process holds the lock."""
+        by_table: dict[_Table, list[Any]] = {}
+        for record in records:
+            table = _TABLES.get(type(record))
+            if table is not None:
+                by_table.setdefault(table, []).append(record)
+        rows = [(table, table.rows(items)) for table, items in by_table.items()]
+        for attempt in range(5):
+            try:
+                with self._memory_lock if self.path == ":memory:" else _NO_LOCK:
+                    conn = self._connection()
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        for table, table_rows in rows:
+                            conn.executemany(table.insert, table_rows)
+                        conn.execute("COMMIT")
+                    except BaseException:
+                        conn.execute("ROLLBACK")
+                        raise
+                return
+            except sqlite3.OperationalError as exc:
+                text = str(exc).lower()
+                if attempt == 4 or not ("locked" in text or "busy" in text):
+                    raise
+                time.sleep(0.05 * 2**attempt)
+
+    def after_fork(self) -> None:
+        self._local = threading.local()
+        self._memory_lock = threading.RLock()
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and getattr(self._local, "pid", None) == os.getpid():
+            conn.close()
+            self._local = threading.local()
+        if self._memory_conn is not None:
+            self._memory_conn.close()
+            self._memory_conn = None
+
+    # -- the read side -----------------------------------------------------------------------------
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self._memory_lock if self.path == ":memory:" else _NO_LOCK:
+            return self._connection().execute(sql, params).fetchall()
+
+    def _select(self, cls: type, since: Any, until: Any, where: Any, limit: int | None, order: str) -> list[Any]:
+        table = _TABLES[cls]
+        query = QueryBuilder(table.columns, table.time_column, style="qmark")
+        clause, params = query.where(since=since, until=until, where=where)
+        sql = f"SELECT {', '.join(table.columns)} FROM {table.name}{clause} {query.order(order)}"
+        if limit is not None:
+            sql += f" LIMIT {query.limit(limit)}"
+        return [table.record(row) for row in self._read(sql, params)]
+
+    def calls(self, since: Any = None, until: Any = None, where: Any = None, limit: int | None = 100, order: str = "newest") -> list[LLMCall]:
+        """Recorded LLM calls, newest first by default. `where={"customer_id": "acme", "model": ["a", "b"]}`."""
+        return self._select(LLMCall, since, until, where, limit, order)
+
+    def tool_calls(self, since: Any = None, until: Any = None, where: Any = None, limit: int | None = 100, order: str = "newest") -> list[ToolCall]:
+        return self._select(ToolCall, since, until, where, limit, order)
+
+    def outcomes(self, since: Any = None, until: Any = None, where: Any = None, limit: int | None = 100, order: str = "newest") -> list[Outcome]:
+        return self._select(Outcome, since, until, where, limit, order)
+
+    def summary(self, group_by: Sequence[str] | str = ("model",), since: Any = None, until: Any = None, where: Any = None) -> list[dict[str, Any]]:
+        """Per group: calls, tokens, cost, unpriced calls, errors, error rate, p50/p95 latency, p50 TTFT."""
+        query = QueryBuilder(FIELDS[LLMCall], "started_at", style="qmark")
+        sql, params, keys = query.summary_sql("llm_calls", group_by, since=since, until=until, where=where)
+        return query.summary_rows(self._read(sql, params), keys)
+
+    def __enter__(self) -> SQLiteStore:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.url!r})"
+
+
+class _NoLock:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+_NO_LOCK = _NoLock()

@@ -1,0 +1,114 @@
+"""Token counts: reading every SDK's spelling of "usage", and coercing bad values.
+
+`normalize_usage` accepts a dict or an object (pydantic model, dataclass, …) in
+any of these spellings and returns our five counts, `None` where unknown:
+
+- ours: `input_tokens`, `output_tokens`, `cache_read_tokens`, `cache_write_tokens`, `reasoning_tokens`
+- OpenAI Chat Completions: `prompt_tokens`, `completion_tokens`,
+  `prompt_tokens_details.cached_tokens`, `completion_tokens_details.reasoning_tokens`
+- OpenAI Responses: `input_tokens`, `output_tokens`, `input_tokens_details.cached_tokens`,
+  `output_tokens_details.reasoning_tokens`
+- Anthropic: `input_tokens` (cache *excluded*), `output_tokens`,
+  `cache_read_input_tokens`, `cache_creation_input_tokens` — we add the cache
+  counts to `input_tokens`, as the OpenTelemetry convention counts them
+- Gemini: `prompt_token_count`, `candidates_token_count`, `cached_content_token_count`,
+  `thoughts_token_count` (thoughts are billed as output, so they are added to it)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from . import log
+
+__all__ = ["normalize_usage", "coerce_count", "TOKEN_KEYS"]
+
+TOKEN_KEYS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
+
+
+def coerce_count(value: Any, what: str) -> int | None:
+    """A non-negative int from an int, an integral float or a digit string; else `None` and one warning."""
+    if value is None:
+        return None
+    if type(value) is int and value >= 0:
+        return value
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        if isinstance(value, str):
+            value = value.strip()
+            number = float(value) if value else -1.0
+        else:
+            number = float(value)
+        if not math.isfinite(number) or number < 0 or number != int(number):
+            raise ValueError
+        return int(number)
+    except (TypeError, ValueError, OverflowError):
+        log.warn_once(
+            f"coerce.{what}",
+            "tokentrail: ignored %s=%r: token counts must be non-negative whole numbers",
+            what,
+            value,
+        )
+        return None
+
+
+def _get(obj: Any, name: str) -> Any:
+    if obj is None:
+        return None
+    if isinstance(obj, dict):
+        return obj.get(name)
+    return getattr(obj, name, None)
+
+
+def _has(obj: Any, name: str) -> bool:
+    return _get(obj, name) is not None
+
+
+def normalize_usage(usage: Any) -> dict[str, int | None]:
+    """Our five token counts from any supported spelling (see the module docstring)."""
+    out: dict[str, int | None] = dict.fromkeys(TOKEN_KEYS)
+    if usage is None:
+        return out
+    if not isinstance(usage, dict) and hasattr(usage, "model_dump") and not hasattr(usage, "input_tokens"):
+        # pydantic objects from SDKs we do not know: read their fields as a dict.
+        try:
+            usage = usage.model_dump()
+        except Exception:  # noqa: BLE001 - a broken model is just unreadable usage
+            return out
+
+    def count(obj: Any, name: str) -> int | None:
+        return coerce_count(_get(obj, name), name)
+
+    if _has(usage, "prompt_tokens") or _has(usage, "completion_tokens"):  # OpenAI chat
+        out["input_tokens"] = count(usage, "prompt_tokens")
+        out["output_tokens"] = count(usage, "completion_tokens")
+        out["cache_read_tokens"] = count(_get(usage, "prompt_tokens_details"), "cached_tokens")
+        out["reasoning_tokens"] = count(_get(usage, "completion_tokens_details"), "reasoning_tokens")
+    elif _has(usage, "prompt_token_count") or _has(usage, "candidates_token_count"):  # Gemini
+        out["input_tokens"] = count(usage, "prompt_token_count")
+        candidates = count(usage, "candidates_token_count")
+        thoughts = count(usage, "thoughts_token_count")
+        if candidates is not None or thoughts is not None:
+            out["output_tokens"] = (candidates or 0) + (thoughts or 0)
+        out["cache_read_tokens"] = count(usage, "cached_content_token_count")
+        out["reasoning_tokens"] = thoughts
+    else:
+        out["input_tokens"] = count(usage, "input_tokens")
+        out["output_tokens"] = count(usage, "output_tokens")
+        if _has(usage, "cache_read_input_tokens") or _has(usage, "cache_creation_input_tokens"):  # Anthropic
+            read = count(usage, "cache_read_input_tokens")
+            write = count(usage, "cache_creation_input_tokens")
+            out["cache_read_tokens"], out["cache_write_tokens"] = read, write
+            if out["input_tokens"] is not None or read or write:
+                out["input_tokens"] = (out["input_tokens"] or 0) + (read or 0) + (write or 0)
+        else:  # ours, or OpenAI Responses
+            out["cache_read_tokens"] = count(usage, "cache_read_tokens")
+            out["cache_write_tokens"] = count(usage, "cache_write_tokens")
+            out["reasoning_tokens"] = count(usage, "reasoning_tokens")
+            if out["cache_read_tokens"] is None:
+                out["cache_read_tokens"] = count(_get(usage, "input_tokens_details"), "cached_tokens")
+            if out["reasoning_tokens"] is None:
+                out["reasoning_tokens"] = count(_get(usage, "output_tokens_details"), "reasoning_tokens")
+    return out
