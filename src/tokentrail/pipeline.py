@@ -61,6 +61,7 @@ class Pipeline:
         self._batch = settings.batch_size
         self._reset_runtime()
         self.stats: dict[str, int] = dict.fromkeys(("processed", "written", "dropped", "sink_errors", "lost", "finish_errors"), 0)
+        self._flushed_losses = self._losses()  # losses as of the last flush()
 
     def _reset_runtime(self) -> None:
         self._queue: deque[Any] = deque()
@@ -93,19 +94,26 @@ class Pipeline:
             self._thread = thread
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until everything submitted before this call is written; False on timeout or write failures."""
+        """Wait until everything submitted before this call is written.
+
+        False when `timeout` passed first, or when any record submitted since
+        the previous flush was dropped, failed to build, or could not be written.
+        """
         if threading.current_thread() is self._thread:
             return False  # a sink flushing from inside the worker would wait on itself
-        before = self._losses()
+        thread = self._thread
+        if self._stopping and (thread is None or not thread.is_alive()):
+            return not self._queue and not self._retry
         marker = _Marker()
         self._queue.append(marker)
-        if self._thread is None:
+        if thread is None:
             self._start()
         self._wake.set()
-        if self._thread is None:  # stopped: nothing will drain the queue
-            return not self._queue or self._queue == deque([marker])
         done = marker.event.wait(timeout)
-        return done and self._losses() == before and not self._retry
+        losses = self._losses()
+        clean = losses == self._flushed_losses
+        self._flushed_losses = losses
+        return done and clean and not self._retry
 
     def _losses(self) -> tuple[int, int, int]:
         return self.stats["dropped"], self.stats["lost"], self.stats["finish_errors"]

@@ -212,8 +212,9 @@ class CallLog(InMemorySink):
     """
 
     def _settled(self) -> None:
+        # Not just pending(): the worker may hold a batch it has taken but not yet delivered.
         pipeline = _State.pipeline
-        if pipeline is not None and pipeline.pending():
+        if pipeline is not None:
             pipeline.flush(pipeline.settings.shutdown_timeout)
 
     def _sum(self, field: str) -> int:

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import logging
+import os
+
+import pytest
+
+import tokentrail
+from tokentrail import log
+from tokentrail.tracker import _State
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    """Each test: a fresh working directory, no TOKENTRAIL_* variables, no tracker left behind."""
+    for name in list(os.environ):
+        if name.startswith("TOKENTRAIL_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    log.reset()
+    yield
+    tokentrail.shutdown(timeout=5)
+    _State.pipeline = None
+    _State.recording = False
+    log.reset()
+
+
+@pytest.fixture
+def db_url(tmp_path):
+    return f"sqlite:///{tmp_path / 'calls.db'}"
+
+
+@pytest.fixture
+def tt_warnings(caplog):
+    """The messages tokentrail logged at WARNING or above."""
+    caplog.set_level(logging.WARNING, logger="tokentrail")
+
+    def messages():
+        return [r.getMessage() for r in caplog.records if r.name == "tokentrail"]
+
+    return messages

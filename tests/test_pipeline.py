@@ -1,0 +1,139 @@
+import threading
+import time
+
+import tokentrail
+from tokentrail.config import load_settings
+from tokentrail.pipeline import Pipeline
+
+
+class Collect:
+    def __init__(self):
+        self.records = []
+        self.threads = set()
+
+    def export(self, records):
+        self.threads.add(threading.current_thread().name)
+        self.records.extend(records)
+
+
+class Broken:
+    def __init__(self, failures=10**9):
+        self.failures = failures
+        self.calls = 0
+        self.records = []
+
+    def export(self, records):
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise OSError("disk on fire")
+        self.records.extend(records)
+
+
+class Hanging:
+    def __init__(self):
+        self.release = threading.Event()
+
+    def export(self, records):
+        self.release.wait(30)
+
+
+class Item:
+    """A pending item that records which thread finished it."""
+
+    route = None
+
+    def __init__(self, n):
+        self.n = n
+        self.finished_on = None
+
+    def _finish(self, settings):
+        self.finished_on = threading.current_thread().name
+        return self
+
+
+def settings(**kw):
+    return load_settings({"store": None, **kw}, config={}, env={})
+
+
+def test_worker_finishes_and_writes_calling_thread_only_enqueues():
+    sink = Collect()
+    pipe = Pipeline(settings(), [sink])
+    items = [Item(i) for i in range(10)]
+    for item in items:
+        pipe.submit(item)
+    assert pipe.flush(5)
+    assert [r.n for r in sink.records] == list(range(10))
+    assert {i.finished_on for i in items} == {"tokentrail-pipeline"}
+    assert sink.threads == {"tokentrail-pipeline"}
+    pipe.shutdown()
+
+
+def test_full_queue_drops_and_counts_never_blocks(tt_warnings):
+    sink = Hanging()
+    pipe = Pipeline(settings(queue_size=5, batch_size=1), [sink])
+    start = time.perf_counter()
+    for i in range(50):
+        pipe.submit(Item(i))
+    assert time.perf_counter() - start < 0.5
+    assert pipe.stats["dropped"] >= 40
+    assert any("queue full" in m for m in tt_warnings())
+    assert pipe.flush(0.2) is False  # the sink hangs: flush gives up in time
+    sink.release.set()
+    pipe.shutdown(2)
+
+
+def test_failing_sink_is_logged_once_counted_and_others_still_get_records(caplog):
+    good, bad = Collect(), Broken()
+    pipe = Pipeline(settings(flush_interval=0.01), [bad, good])
+    for i in range(3):
+        pipe.submit(Item(i))
+        pipe.flush(5)
+    assert len(good.records) == 3
+    assert pipe.stats["sink_errors"] >= 3
+    logged = [r for r in caplog.records if "Broken" in r.getMessage() and "failed" in r.getMessage()]
+    assert len(logged) == 1
+    assert pipe.flush(5) is False  # records were lost to the broken sink
+    pipe.shutdown(1)
+
+
+def test_transient_sink_failure_is_retried_and_nothing_lost():
+    flaky = Broken(failures=1)
+    pipe = Pipeline(settings(flush_interval=0.01), [flaky])
+    pipe.submit(Item(1))
+    assert pipe.flush(5) is True  # first write failed, the retry at flush succeeded
+    assert [r.n for r in flaky.records] == [1]
+    assert pipe.stats["lost"] == 0
+    pipe.shutdown()
+
+
+def test_shutdown_is_bounded_by_a_hanging_sink():
+    sink = Hanging()
+    pipe = Pipeline(settings(shutdown_timeout=0.3), [sink])
+    pipe.submit(Item(1))
+    start = time.perf_counter()
+    assert pipe.shutdown() is False
+    assert time.perf_counter() - start < 2
+    sink.release.set()
+
+
+def test_flush_before_anything_and_after_shutdown():
+    assert tokentrail.flush(1) is True
+    pipe = Pipeline(settings(), [Collect()])
+    assert pipe.flush(1) is True
+    pipe.shutdown()
+    assert pipe.shutdown() is True  # idempotent
+
+
+def test_finish_error_is_counted_not_raised(caplog):
+    class Bad(Item):
+        def _finish(self, settings):
+            raise RuntimeError("cannot build")
+
+    sink = Collect()
+    pipe = Pipeline(settings(), [sink])
+    pipe.submit(Bad(0))
+    pipe.submit(Item(1))
+    assert pipe.flush(5) is False
+    assert [r.n for r in sink.records] == [1]
+    assert pipe.stats["finish_errors"] == 1
+    pipe.shutdown()

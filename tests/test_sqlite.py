@@ -1,0 +1,167 @@
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+import tokentrail
+from tokentrail.errors import StoreError
+from tokentrail.record import LLMCall, Outcome, ToolCall
+from tokentrail.sinks import sqlite as sqlite_mod
+from tokentrail.sinks.sqlite import SCHEMA_VERSION, SQLiteStore
+
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def call(i, **kw):
+    base = dict(id=f"c{i:04d}", started_at=T0 + timedelta(minutes=i), duration_ms=float(i), provider="openai",
+                request_model="gpt-4o", input_tokens=10, output_tokens=5)
+    base.update(kw)
+    return LLMCall(**base)
+
+
+def test_schema_created_versioned_wal_and_indexed(tmp_path):
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'sub' / 'x.db'}")  # missing folders are created
+    assert store.schema_version() == SCHEMA_VERSION
+    conn = sqlite3.connect(tmp_path / "sub" / "x.db")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"schema_version", "llm_calls", "tool_calls", "outcomes"} <= tables
+    indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert {"ix_llm_calls_started_at", "ix_llm_calls_user_id", "ix_llm_calls_customer_id", "ix_llm_calls_feature"} <= indexes
+
+
+def test_round_trip_every_field_type(tmp_path):
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'x.db'}")
+    rich = call(1, stream=True, cache_hit=False, finish_reasons=["stop"], request_params={"temperature": 0.5},
+                tags=["a", "b"], metadata={"k": [1, 2]}, input_messages=[{"role": "user", "content": "hi"}],
+                cost_usd=0.0012, ttft_ms=12.5, error_category="timeout", status_code=408)
+    store.export([rich, ToolCall(id="t1", name="search", started_at=T0, arguments={"q": 1}),
+                  Outcome(id="o1", name="won", value=3.0, success=True, recorded_at=T0)])
+    assert store.calls() == [rich]
+    assert store.tool_calls()[0].arguments == {"q": 1}
+    assert store.outcomes()[0].value == 3.0
+    # Writing the same batch again (a retry) is harmless.
+    store.export([rich])
+    assert len(store.calls()) == 1
+
+
+def test_calls_filters_order_and_limit(tmp_path):
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'x.db'}")
+    store.export([call(i, customer_id="acme" if i % 2 else "globex", request_model="gpt-4o" if i < 5 else "gpt-4o-mini")
+                  for i in range(10)])
+    assert [c.id for c in store.calls(limit=3)] == ["c0009", "c0008", "c0007"]
+    assert [c.id for c in store.calls(limit=2, order="oldest")] == ["c0000", "c0001"]
+    assert len(store.calls(where={"customer_id": "acme"})) == 5
+    assert len(store.calls(where={"model": ["gpt-4o-mini"], "customer": "acme"})) == 3  # 5, 7, 9
+    assert len(store.calls(where={"user_id": None})) == 10
+    assert [c.id for c in store.calls(since=T0 + timedelta(minutes=8))] == ["c0009", "c0008"]
+    assert [c.id for c in store.calls(since="2026-11-01T12:02:00Z", until=T0 + timedelta(minutes=4), order="oldest")] == ["c0002", "c0003"]
+    assert store.calls(limit=None, since=timedelta(hours=1)) == []  # all older than an hour ago
+    with pytest.raises(ValueError, match="unknown field"):
+        store.calls(where={"colour": "red"})
+    with pytest.raises(ValueError, match="not a time"):
+        store.calls(since="yesterday-ish")
+    with pytest.raises(ValueError, match="order"):
+        store.calls(order="sideways")
+
+
+def test_summary_groups_tokens_cost_errors_and_percentiles(tmp_path):
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'x.db'}")
+    records = [call(i, duration_ms=float(i + 1), cost_usd=0.01, customer_id="acme") for i in range(100)]
+    records += [call(100 + i, request_model="claude-3-5-haiku", provider="anthropic", cost_usd=None,
+                     error_category="rate_limit" if i == 0 else None, customer_id="acme", ttft_ms=100.0) for i in range(4)]
+    store.export(records)
+    by_model = {row["model"]: row for row in store.summary()}
+    gpt = by_model["gpt-4o"]
+    assert gpt["calls"] == 100 and gpt["input_tokens"] == 1000 and gpt["output_tokens"] == 500
+    assert gpt["cost_usd"] == pytest.approx(1.0) and gpt["unpriced_calls"] == 0
+    assert gpt["p50_ms"] == pytest.approx(50.5) and gpt["p95_ms"] == pytest.approx(95.05)
+    claude = by_model["claude-3-5-haiku"]
+    assert claude["cost_usd"] is None and claude["unpriced_calls"] == 4  # unknown, never a silent 0
+    assert claude["errors"] == 1 and claude["error_rate"] == 0.25 and claude["ttft_p50_ms"] == 100.0
+    two = store.summary(group_by=("provider", "customer"))
+    assert {(r["provider"], r["customer"]) for r in two} == {("openai", "acme"), ("anthropic", "acme")}
+    days = store.summary(group_by="day")
+    assert [(r["day"], r["calls"]) for r in days] == [("2026-11-01", 104)]
+    total = store.summary(group_by=())
+    assert total[0]["calls"] == 104
+    assert store.summary(since="2030-01-01") == []
+
+
+def test_corrupt_file_is_reported_and_left_untouched(tmp_path):
+    path = tmp_path / "broken.db"
+    junk = b"this is not a database" * 100
+    path.write_bytes(junk)
+    with pytest.raises(StoreError, match="not a usable SQLite database"):
+        tokentrail.init(f"sqlite:///{path}")
+    assert path.read_bytes() == junk
+
+
+def test_unwritable_store_path_fails_at_init(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StoreError, match="cannot create the folder"):
+        tokentrail.init(f"sqlite:///{blocker / 'inside' / 'x.db'}")
+
+
+def test_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "x.db"
+    SQLiteStore(f"sqlite:///{path}").export([call(1)])
+    conn = sqlite3.connect(path)
+    conn.execute("INSERT INTO schema_version VALUES (?, 'future')", (SCHEMA_VERSION + 1,))
+    conn.commit()
+    with pytest.raises(StoreError, match="newer than this tokentrail"):
+        SQLiteStore(f"sqlite:///{path}")
+
+
+def test_a_later_migration_runs_once_and_keeps_data(tmp_path, monkeypatch):
+    path = tmp_path / "x.db"
+    SQLiteStore(f"sqlite:///{path}").export([call(1)])
+    future = dict(sqlite_mod.MIGRATIONS)
+    future[SCHEMA_VERSION + 1] = ["ALTER TABLE llm_calls ADD COLUMN region TEXT"]
+    monkeypatch.setattr(sqlite_mod, "MIGRATIONS", future)
+    monkeypatch.setattr(sqlite_mod, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    store = SQLiteStore(f"sqlite:///{path}")
+    assert store.schema_version() == SCHEMA_VERSION + 1
+    assert [c.id for c in store.calls()] == ["c0001"]
+    SQLiteStore(f"sqlite:///{path}")  # opening again does not re-run it
+    versions = sqlite3.connect(path).execute("SELECT version FROM schema_version ORDER BY version").fetchall()
+    assert [v for (v,) in versions] == list(range(1, SCHEMA_VERSION + 2))
+
+
+def test_foreign_tables_without_version_are_left_alone(tmp_path):
+    path = tmp_path / "x.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE llm_calls (whatever TEXT)")
+    conn.commit()
+    with pytest.raises(StoreError, match="no schema_version"):
+        SQLiteStore(f"sqlite:///{path}")
+
+
+def test_memory_store(tmp_path):
+    store = SQLiteStore("sqlite:///:memory:")
+    store.export([call(1)])
+    assert len(store.calls()) == 1
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys, tokentrail
+    tokentrail.init(sys.argv[1], batch_size=50)
+    for i in range(int(sys.argv[2])):
+        with tokentrail.track_llm_call("openai", "gpt-4o", user_id=sys.argv[3]) as span:
+            span.set_tokens(input=1, output=1)
+    assert tokentrail.flush(60), "flush failed"
+    """
+)
+
+
+def test_several_processes_writing_one_file_all_land(tmp_path):
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, url, "1500", f"p{n}"]) for n in range(4)]
+    assert [p.wait(120) for p in procs] == [0, 0, 0, 0]
+    rows = tokentrail.open_store(url).summary(group_by="user_id")
+    assert sorted((r["user_id"], r["calls"]) for r in rows) == [(f"p{n}", 1500) for n in range(4)]

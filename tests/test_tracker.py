@@ -1,0 +1,204 @@
+import asyncio
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import tokentrail
+from tokentrail.sinks.memory import InMemorySink
+
+
+def record_one(model="gpt-4o"):
+    with tokentrail.track_llm_call("openai", model) as span:
+        span.set_tokens(input=1, output=1)
+
+
+def stored(url):
+    return tokentrail.open_store(url).calls(limit=None)
+
+
+def test_init_records_to_the_store_and_returns_tracker(db_url):
+    tracker = tokentrail.init(db_url)
+    assert isinstance(tracker, tokentrail.Tracker) and tokentrail.is_tracking()
+    record_one()
+    assert tokentrail.flush(5)
+    assert len(stored(db_url)) == 1
+    assert tracker.stats()["written"] == 1 and tracker.stats()["dropped"] == 0
+    assert tokentrail.get_active_sink() is tracker.store
+
+
+def test_default_store_is_tokentrail_db_in_the_working_directory(tmp_path):
+    tokentrail.init()
+    record_one()
+    assert tokentrail.flush(5)
+    assert (tmp_path / "tokentrail.db").exists()
+
+
+def test_untrack_makes_calls_pass_through_and_track_resumes(db_url):
+    tokentrail.init(db_url)
+    tokentrail.untrack()
+    assert not tokentrail.is_tracking()
+    record_one()
+    tokentrail.track()
+    record_one("gpt-4o-mini")
+    assert tokentrail.flush(5)
+    assert [c.request_model for c in stored(db_url)] == ["gpt-4o-mini"]
+
+
+def test_track_sink_replaces_the_store_until_untrack(db_url):
+    tokentrail.init(db_url)
+    sink = InMemorySink()
+    tokentrail.track(sink)
+    assert tokentrail.get_active_sink() is sink
+    record_one()
+    assert tokentrail.flush(5)
+    assert len(sink.calls) == 1 and stored(db_url) == []
+    with pytest.raises(TypeError, match="export"):
+        tokentrail.track(object())
+
+
+def test_tracking_sink_replaces_store_only_inside_the_block(db_url):
+    tokentrail.init(db_url)
+    sink = InMemorySink()
+    with tokentrail.tracking(sink) as log:
+        assert tokentrail.get_active_sink() is sink
+        record_one()
+    record_one("outside")
+    assert tokentrail.flush(5)
+    assert len(log.calls) == 1 and len(sink.calls) == 1
+    assert [c.request_model for c in stored(db_url)] == ["outside"]
+
+
+def test_tracking_without_sink_also_writes_the_store(db_url):
+    tokentrail.init(db_url)
+    with tokentrail.tracking() as log:
+        record_one()
+    assert len(log.calls) == 1
+    assert tokentrail.flush(5) and len(stored(db_url)) == 1
+
+
+def test_tracking_records_even_after_untrack_and_nested_logs_see_inner_calls():
+    tokentrail.untrack()
+    with tokentrail.tracking() as outer:
+        record_one("a")
+        with tokentrail.tracking() as inner:
+            record_one("b")
+    assert [c.request_model for c in inner.calls] == ["b"]
+    assert sorted(c.request_model for c in outer.calls) == ["a", "b"]
+    assert not tokentrail.is_tracking()
+
+
+def test_call_log_totals():
+    with tokentrail.tracking() as log:
+        for n in (1, 2):
+            with tokentrail.track_llm_call("openai", "gpt-4o") as span:
+                span.set_tokens(input=10 * n, output=n)
+                span.add_metadata()
+    assert (log.input_tokens, log.output_tokens, log.total_tokens, len(log)) == (30, 3, 33, 2)
+    # No price is known in this build of the record: the total is unknown, not 0.
+    assert log.total_cost_usd is None and log.unpriced_calls == 2 and log.priced_cost_usd == 0
+    assert log.errors == []
+
+
+def test_tracking_is_per_task():
+    async def job(name, ms):
+        with tokentrail.tracking() as log:
+            await asyncio.sleep(ms / 1000)
+            record_one(name)
+            await asyncio.sleep(ms / 1000)
+        return [c.request_model for c in log.calls]
+
+    async def main():
+        return await asyncio.gather(job("a", 5), job("b", 1))
+
+    assert asyncio.run(main()) == [["a"], ["b"]]
+
+
+def test_init_again_replaces_the_tracker(tmp_path):
+    first, second = f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 'b.db'}"
+    tokentrail.init(first)
+    record_one()
+    tokentrail.init(second)
+    record_one()
+    assert tokentrail.flush(5)
+    assert len(stored(first)) == 1 and len(stored(second)) == 1
+
+
+def test_disabled_sets_nothing_up(monkeypatch, tmp_path):
+    monkeypatch.setenv("TOKENTRAIL_ENABLED", "false")
+    assert tokentrail.init() is None
+    assert not tokentrail.is_tracking()
+    assert not (tmp_path / "tokentrail.db").exists()
+
+
+def test_exporters_jsonl_and_custom_object(db_url, tmp_path):
+    custom = InMemorySink()
+    tokentrail.init(db_url, exporters=[f"jsonl:{tmp_path / 'out.jsonl'}", custom])
+    record_one()
+    assert tokentrail.flush(5)
+    assert len(custom.calls) == 1 and len(stored(db_url)) == 1
+    assert '"type":"llm_call"' in (tmp_path / "out.jsonl").read_text()
+
+
+def run_script(code, cwd):
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+def test_exit_without_flush_still_writes(tmp_path):
+    result = run_script(
+        """
+        import tokentrail
+        tokentrail.init()
+        for _ in range(100):
+            with tokentrail.track_llm_call("openai", "gpt-4o"):
+                pass
+        """,
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(tokentrail.open_store(f"sqlite:///{tmp_path / 'tokentrail.db'}").calls(limit=None)) == 100
+
+
+def test_exit_with_a_hanging_sink_is_bounded(tmp_path):
+    result = run_script(
+        """
+        import threading, time, tokentrail
+        class Hang:
+            def export(self, records):
+                threading.Event().wait(60)
+        tokentrail.init(store="none", exporters=[Hang()], shutdown_timeout=0.5)
+        with tokentrail.track_llm_call("openai", "gpt-4o"):
+            pass
+        """,
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_fork_child_gets_a_fresh_worker(tmp_path):
+    result = run_script(
+        """
+        import os, tokentrail
+        tokentrail.init()
+        with tokentrail.track_llm_call("openai", "parent-before"):
+            pass
+        tokentrail.flush(5)
+        pid = os.fork()
+        if pid == 0:
+            with tokentrail.track_llm_call("openai", "child"):
+                pass
+            ok = tokentrail.flush(5)
+            os._exit(0 if ok else 3)
+        with tokentrail.track_llm_call("openai", "parent-after"):
+            pass
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, status
+        """,
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    models = sorted(c.request_model for c in tokentrail.open_store(f"sqlite:///{tmp_path / 'tokentrail.db'}").calls(limit=None))
+    assert models == ["child", "parent-after", "parent-before"]
