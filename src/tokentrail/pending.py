@@ -75,26 +75,41 @@ def _bool(value: Any, name: str) -> bool | None:
     return None
 
 
+def _str(value: Any, name: str) -> str:
+    return value if type(value) is str else str(value)
+
+
+def _str_list(value: Any, name: str) -> list[str]:
+    if type(value) is list and all(type(item) is str for item in value):
+        return value
+    return list(_as_tags(value))
+
+
+def _dict(value: Any, name: str) -> dict[str, Any] | None:
+    if isinstance(value, dict):
+        return value
+    log.warn_once(f"coerce.{name}", "tokentrail: ignored %s=%r: expected a dict", name, value)
+    return None
+
+
+_COERCE: dict[str, Any] = {
+    **dict.fromkeys((*TOKEN_KEYS, *_INT_FIELDS), coerce_count),
+    **dict.fromkeys(_FLOAT_FIELDS, _float),
+    **dict.fromkeys(_BOOL_FIELDS, _bool),
+    **dict.fromkeys(_STR_FIELDS, _str),
+    "finish_reasons": _str_list,
+    "tags": _str_list,
+    "request_params": _dict,
+    "metadata": _dict,
+}
+
+
 def coerce_field(name: str, value: Any) -> Any:
     """A record field's value in the field's type; `None` (and one warning) when it cannot be."""
     if value is None:
         return None
-    if name in TOKEN_KEYS or name in _INT_FIELDS:
-        return coerce_count(value, name)
-    if name in _FLOAT_FIELDS:
-        return _float(value, name)
-    if name in _BOOL_FIELDS:
-        return _bool(value, name)
-    if name in _STR_FIELDS:
-        return value if isinstance(value, str) else str(value)
-    if name in ("finish_reasons", "tags"):
-        return list(_as_tags(value))
-    if name in ("request_params", "metadata"):
-        if isinstance(value, dict):
-            return value
-        log.warn_once(f"coerce.{name}", "tokentrail: ignored %s=%r: expected a dict", name, value)
-        return None
-    return value
+    coerce = _COERCE.get(name)
+    return value if coerce is None else coerce(value, name)
 
 
 def safe_params(params: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -182,7 +197,7 @@ class _Pending:
             out["workflow"], out["workflow_run_id"] = run.name, run.run_id
         return out
 
-    def _apply(self, out: dict[str, Any], allowed: tuple[str, ...]) -> None:
+    def _apply(self, out: dict[str, Any], allowed: frozenset[str]) -> None:
         """Lay the explicitly set fields over `out`: known fields coerced, the rest into metadata."""
         for name, value in self.fields.items():
             if name in _PROTECTED:
@@ -212,9 +227,9 @@ class _Pending:
             self._token = None
 
 
-_LLM_FIELDS = FIELDS[LLMCall]
-_TOOL_FIELDS = FIELDS[ToolCall]
-_OUTCOME_FIELDS = FIELDS[Outcome]
+_LLM_FIELDS = frozenset(FIELDS[LLMCall])
+_TOOL_FIELDS = frozenset(FIELDS[ToolCall])
+_OUTCOME_FIELDS = frozenset(FIELDS[Outcome])
 
 
 class PendingCall(_Pending):

@@ -127,6 +127,7 @@ def _provider_aliases() -> dict[str, str]:
     return table
 
 
+@functools.lru_cache(maxsize=4096)
 def normalize_operation(operation: object) -> str:
     """The convention's spelling of an operation (`Chat` -> `chat`, `embedding` -> `embeddings`)."""
     if not operation:
@@ -136,6 +137,7 @@ def normalize_operation(operation: object) -> str:
     return _operation_aliases().get(key, key)
 
 
+@functools.lru_cache(maxsize=4096)  # called once per record on the worker; few distinct inputs
 def normalize_provider(provider: object, model: object = None) -> str:
     """One name per provider; infer it from the model when `provider` is empty."""
     if provider:

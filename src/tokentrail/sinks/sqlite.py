@@ -19,7 +19,8 @@ import sqlite3
 import threading
 import time
 from datetime import datetime, timezone
-from operator import attrgetter
+from itertools import compress, repeat
+from operator import attrgetter, is_not
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -88,11 +89,15 @@ def path_of(url: str) -> str:
     return str(Path(path).expanduser())
 
 
+# One encoder for all rows: json.dumps() with options builds a new encoder per call.
+_encode = json.JSONEncoder(default=str, separators=(",", ":")).encode
+
+
 def _to_row(values: Sequence[Any], json_idx: tuple[int, ...], time_idx: tuple[int, ...]) -> list[Any]:
     row = list(values)
     for i in json_idx:
         if row[i] is not None:
-            row[i] = json.dumps(row[i], default=str, separators=(",", ":"))
+            row[i] = _encode(row[i])
     for i in time_idx:
         if row[i] is not None:
             row[i] = row[i].isoformat(timespec="microseconds")
@@ -110,15 +115,36 @@ class _Table:
         self.json_idx = tuple(i for i, c in enumerate(self.columns) if c in JSON_COLUMNS)
         self.time_idx = tuple(i for i, c in enumerate(self.columns) if c in TIME_COLUMNS)
         self.bool_idx = tuple(i for i, c in enumerate(self.columns) if c in BOOL_COLUMNS)
-        self.insert = (
-            f"INSERT OR IGNORE INTO {self.name} ({', '.join(self.columns)}) "
-            f"VALUES ({', '.join('?' * len(self.columns))})"
-        )
+        self._inserts: dict[tuple[bool, ...], str] = {}
         self.time_column = "recorded_at" if cls is Outcome else "started_at"
 
-    def rows(self, records: Iterable[Any]) -> list[list[Any]]:
+    def batches(self, records: Iterable[Any]) -> list[tuple[str, list[list[Any]]]]:
+        """(INSERT statement, rows) per shape of non-NULL columns.
+
+        Binding a parameter costs as much as the rest of the insert, and most
+        of a record's 45 fields are NULL; so each row binds only the columns it
+        has. Records from one source share a shape, so a batch needs few
+        statements (and sqlite3 caches them).
+        """
         get, json_idx, time_idx = self.get, self.json_idx, self.time_idx
-        return [_to_row(get(r), json_idx, time_idx) for r in records]
+        groups: dict[tuple[bool, ...], list[list[Any]]] = {}
+        for record in records:
+            row = _to_row(get(record), json_idx, time_idx)
+            shape = tuple(map(is_not, row, _NONES))
+            rows = groups.get(shape)
+            if rows is None:
+                rows = groups[shape] = []
+            rows.append(list(compress(row, shape)))
+        return [(self._insert(shape), rows) for shape, rows in groups.items()]
+
+    def _insert(self, shape: tuple[bool, ...]) -> str:
+        sql = self._inserts.get(shape)
+        if sql is None:
+            names = list(compress(self.columns, shape))
+            sql = self._inserts[shape] = (
+                f"INSERT OR IGNORE INTO {self.name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+            )
+        return sql
 
     def record(self, row: Sequence[Any]) -> Any:
         values = list(row)
@@ -135,6 +161,7 @@ class _Table:
 
 
 _TABLES = {cls: _Table(cls) for cls in TABLES}
+_NONES = repeat(None)
 
 
 class SQLiteStore:
@@ -244,15 +271,15 @@ class SQLiteStore:
             table = _TABLES.get(type(record))
             if table is not None:
                 by_table.setdefault(table, []).append(record)
-        rows = [(table, table.rows(items)) for table, items in by_table.items()]
+        statements = [batch for table, items in by_table.items() for batch in table.batches(items)]
         for attempt in range(5):
             try:
                 with self._memory_lock if self.path == ":memory:" else _NO_LOCK:
                     conn = self._connection()
                     conn.execute("BEGIN IMMEDIATE")
                     try:
-                        for table, table_rows in rows:
-                            conn.executemany(table.insert, table_rows)
+                        for sql, rows in statements:
+                            conn.executemany(sql, rows)
                         conn.execute("COMMIT")
                     except BaseException:
                         conn.execute("ROLLBACK")
