@@ -1,0 +1,28 @@
+"""Every ```python block in the README runs as written (each in a fresh process and directory)."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+
+
+def test_readme_has_snippets():
+    assert len(BLOCKS) >= 8
+
+
+@pytest.mark.parametrize("index", range(len(BLOCKS)))
+def test_readme_snippet_runs(index, tmp_path):
+    result = subprocess.run([sys.executable, "-c", BLOCKS[index]], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, f"snippet {index}:\n{BLOCKS[index]}\n{result.stderr}"
+
+
+def test_quickstart_example_runs(tmp_path):
+    example = README.parent / "examples" / "quickstart.py"
+    result = subprocess.run([sys.executable, str(example)], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "claude-3-5-haiku-latest" in result.stdout and "timeout" in result.stdout
