@@ -20,10 +20,11 @@ dropped with one warning on the `tokentrail` logger when the record is built.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 from time import perf_counter_ns as _perf_ns
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from . import log
 from .context import (
@@ -384,36 +385,16 @@ def llm_instrumented(
         call._open()
         return call
 
-    def done(call: _InstrumentedCall, error: BaseException | None = None) -> None:
-        if call.end_ns is None:
-            if error is not None and call.error is None:
-                call.error = error
-            call._close()
-            submit(call)
-
     def decorator(func: Callable[..., Any]) -> Callable[..., Any]:
         if inspect.isasyncgenfunction(func):
 
             @functools.wraps(func)
             async def agen_wrapper(*args: Any, **kwargs: Any) -> Any:
                 call = start(args, kwargs)
-                if call is None:
-                    async for item in func(*args, **kwargs):
-                        yield item
-                    return
-                call.chunks = []
-                try:
+                with _streaming(call):
                     async for item in func(*args, **kwargs):
                         _chunk(call, item)
                         yield item
-                except GeneratorExit:
-                    call.closed_early = True
-                    raise
-                except BaseException as exc:
-                    done(call, exc)
-                    raise
-                finally:
-                    done(call)
 
             return agen_wrapper
         if inspect.isgeneratorfunction(func):
@@ -421,21 +402,10 @@ def llm_instrumented(
             @functools.wraps(func)
             def gen_wrapper(*args: Any, **kwargs: Any) -> Any:
                 call = start(args, kwargs)
-                if call is None:
-                    return (yield from func(*args, **kwargs))
-                call.chunks = []
-                try:
+                with _streaming(call):
                     for item in func(*args, **kwargs):
                         _chunk(call, item)
                         yield item
-                except GeneratorExit:
-                    call.closed_early = True
-                    raise
-                except BaseException as exc:
-                    done(call, exc)
-                    raise
-                finally:
-                    done(call)
 
             return gen_wrapper
         if inspect.iscoroutinefunction(func):
@@ -443,40 +413,78 @@ def llm_instrumented(
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                 call = start(args, kwargs)
-                if call is None:
-                    return await func(*args, **kwargs)
-                try:
-                    call.result = await func(*args, **kwargs)
-                except BaseException as exc:
-                    done(call, exc)
-                    raise
-                done(call)
-                return call.result
+                with _calling(call) as keep:
+                    return keep(await func(*args, **kwargs))
 
             return async_wrapper
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             call = start(args, kwargs)
-            if call is None:
-                return func(*args, **kwargs)
-            try:
-                call.result = func(*args, **kwargs)
-            except BaseException as exc:
-                done(call, exc)
-                raise
-            done(call)
-            return call.result
+            with _calling(call) as keep:
+                return keep(func(*args, **kwargs))
 
         return wrapper
 
     return decorator
 
 
-def _chunk(call: PendingCall, item: Any) -> None:
+def _done(call: _InstrumentedCall, error: BaseException | None = None) -> None:
+    if call.end_ns is None:
+        if error is not None and call.error is None:
+            call.error = error
+        call._close()
+        submit(call)
+
+
+@contextlib.contextmanager
+def _calling(call: _InstrumentedCall | None) -> Iterator[Callable[[Any], Any]]:
+    """Around one call of a decorated function: yields `keep(result)`, which stores and returns it."""
+    if call is None:
+        yield _identity
+        return
+
+    def keep(result: Any) -> Any:
+        call.result = result
+        return result
+
+    try:
+        yield keep
+    except BaseException as exc:
+        _done(call, exc)
+        raise
+    _done(call)
+
+
+@contextlib.contextmanager
+def _streaming(call: _InstrumentedCall | None) -> Iterator[None]:
+    """Around the iteration of a decorated generator: errors recorded, early close marked."""
+    if call is None:
+        yield
+        return
+    call.chunks = []
+    try:
+        yield
+    except GeneratorExit:
+        call.closed_early = True
+        raise
+    except BaseException as exc:
+        _done(call, exc)
+        raise
+    finally:
+        _done(call)
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _chunk(call: _InstrumentedCall | None, item: Any) -> None:
+    if call is None:
+        return
     if call.first_chunk_ns is None:
         call.first_chunk_ns = _perf_ns()
-    call.chunks.append(item)  # type: ignore[attr-defined]
+    call.chunks.append(item)
 
 
 def log_llm_call(

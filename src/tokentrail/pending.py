@@ -173,8 +173,8 @@ class _Pending:
         self.fields = {}
         self._token = None
 
-    def _base(self, time_field: str) -> dict[str, Any]:
-        """Ids, time and attribution, for the worker."""
+    def _base(self, time_field: str, timed: bool = True) -> dict[str, Any]:
+        """Ids, time (and duration), attribution, for the worker."""
         out: dict[str, Any] = {
             "id": record_id(self.wall_ns, self.span or new_span_id()),
             "trace_id": f"{self.trace:032x}",
@@ -183,6 +183,9 @@ class _Pending:
         }
         if self.span is not None:
             out["span_id"] = f"{self.span:016x}"
+        if timed:
+            end = self.end_ns if self.end_ns is not None else _perf_ns()
+            out["duration_ms"] = (end - self.start_ns) / 1e6
         attrs = self._attrs
         if attrs:
             for name in ATTRIBUTION_FIELDS:
@@ -259,8 +262,6 @@ class PendingCall(_Pending):
         except Exception as exc:  # noqa: BLE001 - record what we have
             log.error_once(f"extract.{type(self).__name__}", "tokentrail: could not read a response; recorded what was readable", exc)
         out = self._base("started_at")
-        end = self.end_ns if self.end_ns is not None else _perf_ns()
-        out["duration_ms"] = (end - self.start_ns) / 1e6
         if self.first_chunk_ns is not None:
             out["ttft_ms"] = (self.first_chunk_ns - self.start_ns) / 1e6
             out["stream"] = True
@@ -304,8 +305,6 @@ class PendingTool(_Pending):
 
     def _finish(self, settings: Settings) -> ToolCall:
         out = self._base("started_at")
-        end = self.end_ns if self.end_ns is not None else _perf_ns()
-        out["duration_ms"] = (end - self.start_ns) / 1e6
         out["name"] = str(self.name)
         self._apply(out, _TOOL_FIELDS)
         if self.error is not None:
@@ -333,7 +332,7 @@ class PendingOutcome(_Pending):
         self._workflow = self.run
 
     def _finish(self, settings: Settings) -> Outcome:
-        out = self._base("recorded_at")
+        out = self._base("recorded_at", timed=False)
         if self.run is not None:
             out["trace_id"] = f"{self.run.trace:032x}"
             out["parent_span_id"] = f"{self.run.span:016x}"
