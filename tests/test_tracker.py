@@ -95,11 +95,21 @@ def test_call_log_totals():
         for n in (1, 2):
             with tokentrail.track_llm_call("openai", "gpt-4o") as span:
                 span.set_tokens(input=10 * n, output=n)
-                span.add_metadata()
     assert (log.input_tokens, log.output_tokens, log.total_tokens, len(log)) == (30, 3, 33, 2)
-    # No price is known in this build of the record: the total is unknown, not 0.
-    assert log.total_cost_usd is None and log.unpriced_calls == 2 and log.priced_cost_usd == 0
+    expected = tokentrail.cost("openai", "gpt-4o", input_tokens=30, output_tokens=3).total_usd
+    assert log.total_cost_usd == pytest.approx(expected) and log.unpriced_calls == 0
     assert log.errors == []
+
+
+def test_call_log_total_is_unknown_when_a_call_has_no_price():
+    with tokentrail.tracking() as log:
+        with tokentrail.track_llm_call("openai", "gpt-4o") as span:
+            span.set_tokens(input=10, output=1)
+        with tokentrail.track_llm_call("in-house", "my-model") as span:
+            span.set_tokens(input=10, output=1)
+    assert log.total_cost_usd is None  # unknown, not a silent 0
+    assert log.unpriced_calls == 1
+    assert log.priced_cost_usd == pytest.approx(tokentrail.cost("openai", "gpt-4o", input_tokens=10, output_tokens=1).total_usd)
 
 
 def test_tracking_is_per_task():

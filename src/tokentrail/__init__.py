@@ -7,12 +7,14 @@ See the README for the whole public API; everything not listed in `__all__`
 is internal.
 """
 
+from .budget import Budget, BudgetEvent
 from .context import attributes
-from .errors import ConfigError, StoreError
+from .errors import BudgetExceeded, ConfigError, StoreError
 from .manual import emit_outcome, llm_instrumented, log_llm_call, track_llm_call, track_tool_call, workflow
 from .record import LLMCall, Outcome, ToolCall
 from .sinks import open_store
-from .tracker import CallLog, Tracker, flush, get_active_sink, init, is_tracking, shutdown, track, tracking, untrack
+from .pricing import Cost
+from .tracker import CallLog, Tracker, cost, flush, get_active_sink, init, is_tracking, shutdown, track, tracking, untrack
 
 __version__ = "0.1.0"
 
@@ -35,6 +37,11 @@ __all__ = [
     "workflow",
     "emit_outcome",
     "open_store",
+    "cost",
+    "Cost",
+    "Budget",
+    "BudgetEvent",
+    "BudgetExceeded",
     "LLMCall",
     "ToolCall",
     "Outcome",

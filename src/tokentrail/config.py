@@ -19,7 +19,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from .budget import parse_budgets
 from .errors import ConfigError
+from .pricing import parse_model_aliases, parse_prices
 
 __all__ = ["Settings", "load_settings", "OPTIONS", "DEFAULT_STORE"]
 
@@ -39,6 +41,9 @@ class Settings:
     flush_interval: float = 0.5
     shutdown_timeout: float = 5.0
     enabled: bool = True
+    prices: Mapping[str, Any] = field(default_factory=dict)
+    model_aliases: Mapping[str, str] = field(default_factory=dict)
+    budgets: tuple[Any, ...] = ()
     # option name -> where its value came from ("default", "argument", "environment variable X", a file)
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
@@ -127,7 +132,12 @@ OPTIONS: dict[str, Callable[[str, Any, str], Any]] = {
     "flush_interval": _number(float, 0.001, " seconds"),
     "shutdown_timeout": _number(float, 0, " seconds"),
     "enabled": _parse_bool,
+    "prices": parse_prices,
+    "model_aliases": parse_model_aliases,
+    "budgets": parse_budgets,
 }
+# Tables (not scalars): taken from the file as TOML tables, from the environment as JSON.
+_TABLE_OPTIONS = {"prices", "model_aliases", "budgets"}
 
 
 def _load_toml(path: Path) -> dict[str, Any]:
@@ -171,6 +181,15 @@ def _file_options(config: Any, env: Mapping[str, str], cwd: Path) -> tuple[dict[
     return {}, None
 
 
+def _json(name: str, text: str, source: str) -> Any:
+    import json
+
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"tokentrail: bad value for `{name}` from {source}: not valid JSON ({exc})") from None
+
+
 def load_settings(
     arguments: Mapping[str, Any] | None = None,
     *,
@@ -199,6 +218,8 @@ def load_settings(
             raw, source = arguments[name], "argument"
         elif env_name in env:
             raw, source = env[env_name], f"environment variable {env_name}"
+            if name in _TABLE_OPTIONS:
+                raw = _json(name, raw, source)
         elif name in file_values:
             raw, source = file_values[name], file_source
         else:

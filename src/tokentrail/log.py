@@ -36,6 +36,12 @@ def warn_once(kind: str, message: str, *args: object) -> None:
         logger.warning(message, *args)
 
 
+def info_once(kind: str, message: str, *args: object) -> None:
+    """Count a notable event of `kind`; log it at INFO the first time."""
+    if _first(kind):
+        logger.info(message, *args)
+
+
 def counts() -> dict[str, int]:
     """Internal errors and warnings seen so far, by kind."""
     with _lock:

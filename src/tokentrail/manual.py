@@ -38,7 +38,7 @@ from .context import (
     new_trace_id,
 )
 from .pending import PendingCall, PendingOutcome, PendingTool, record_id
-from .tracker import route_if_recording, submit
+from .tracker import check_budget, route_if_recording, submit
 from .usage import TOKEN_KEYS, coerce_count, normalize_usage
 
 __all__ = [
@@ -229,7 +229,9 @@ def track_llm_call(provider: Any = None, model: Any = None, operation: Any = "ch
     recording, route = route_if_recording()
     if not recording:
         return _INERT  # type: ignore[return-value]
-    return _with_attrs(LLMSpan(provider, model, operation, "manual", route), attrs)
+    span = _with_attrs(LLMSpan(provider, model, operation, "manual", route), attrs)
+    check_budget(span)
+    return span
 
 
 def track_tool_call(name: Any, *, tool_call_id: Any = None, arguments: Any = None, **attrs: Any) -> ToolSpan:
@@ -382,6 +384,7 @@ def llm_instrumented(
             return None
         call = _with_attrs(_InstrumentedCall(provider, model or kwargs.get("model"), operation, route, extractors), attrs)
         call.call_args = (args, kwargs)
+        check_budget(call)
         call._open()
         return call
 

@@ -12,18 +12,21 @@ requests in a web server each get a `CallLog` of their own calls only.
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import threading
 from contextvars import ContextVar
 from typing import Any, Callable, Sequence
 
 from . import log
+from .budget import BudgetBook, call_fields
 from .config import UNSET, Settings, load_settings
-from .errors import ConfigError
+from .errors import BudgetExceeded, ConfigError
+from .pricing import Cost, PriceBook
 from .pipeline import Pipeline, Route
 from .sinks.memory import InMemorySink
 
-__all__ = ["Tracker", "init", "flush", "shutdown", "track", "untrack", "is_tracking", "get_active_sink", "tracking", "CallLog"]
+__all__ = ["Tracker", "init", "flush", "shutdown", "track", "untrack", "is_tracking", "get_active_sink", "tracking", "CallLog", "cost"]
 
 _route: ContextVar[Route | None] = ContextVar("tokentrail.route", default=None)
 
@@ -31,6 +34,7 @@ _route: ContextVar[Route | None] = ContextVar("tokentrail.route", default=None)
 class _State:
     tracker: Tracker | None = None
     pipeline: Pipeline | None = None
+    budgets: BudgetBook | None = None  # only when a budget can block a call
     recording = False  # the global switch: init()/track() on, untrack() off
     lock = threading.RLock()
 
@@ -38,11 +42,16 @@ class _State:
 class Tracker:
     """What `init()` returns: the settings in effect, the sinks, and the pipeline's counters."""
 
-    def __init__(self, settings: Settings, sinks: Sequence[Any], processors: Sequence[Callable[[Any], None]] = ()) -> None:
+    def __init__(self, settings: Settings, sinks: Sequence[Any]) -> None:
         self.settings = settings
         self.sinks = list(sinks)
-        self.pipeline = Pipeline(settings, self.sinks, processors)
         self._store = self.sinks[0] if settings.store is not None and self.sinks else None
+        self.prices = PriceBook(settings.prices, settings.model_aliases)
+        self.budgets = BudgetBook(settings.budgets) if settings.budgets else None
+        processors: list[Callable[[Any], None]] = [self.prices.price]
+        if self.budgets is not None:
+            processors.append(self.budgets.account)
+        self.pipeline = Pipeline(settings, self.sinks, processors)
 
     @property
     def store(self) -> Any:
@@ -56,8 +65,9 @@ class Tracker:
         return self.pipeline.shutdown(timeout)
 
     def stats(self) -> dict[str, int]:
-        """Pipeline counters (`processed`, `written`, `dropped`, `sink_errors`, `lost`, …) and `pending`."""
-        return {**self.pipeline.stats, "pending": self.pipeline.pending()}
+        """Pipeline counters (`processed`, `written`, `dropped`, `sink_errors`, `lost`, …),
+        `pending`, and `unpriced` (calls with no known price)."""
+        return {**self.pipeline.stats, "pending": self.pipeline.pending(), "unpriced": self.prices.unpriced}
 
     def __repr__(self) -> str:
         return f"<tokentrail.Tracker store={self.settings.store!r} sinks={len(self.sinks)}>"
@@ -74,6 +84,9 @@ def init(
     flush_interval: Any = UNSET,
     shutdown_timeout: Any = UNSET,
     enabled: Any = UNSET,
+    budgets: Any = UNSET,
+    prices: Any = UNSET,
+    model_aliases: Any = UNSET,
     config: Any = None,
 ) -> Tracker | None:
     """Configure tokentrail and start recording; returns the active `Tracker`.
@@ -95,6 +108,9 @@ def init(
         "flush_interval": flush_interval,
         "shutdown_timeout": shutdown_timeout,
         "enabled": enabled,
+        "budgets": budgets,
+        "prices": prices,
+        "model_aliases": model_aliases,
     }
     settings = load_settings(arguments, config=config)
     if not settings.enabled:
@@ -102,9 +118,12 @@ def init(
         return None
     sinks = _open_sinks(settings)
     tracker = Tracker(settings, sinks)
+    if tracker.budgets is not None and tracker.store is not None:
+        tracker.budgets.seed(tracker.store)  # a restart does not reset this month's spending
     with _State.lock:
         old = _State.pipeline
         _State.tracker, _State.pipeline = tracker, tracker.pipeline
+        _State.budgets = tracker.budgets if tracker.budgets is not None and tracker.budgets.blocking else None
         _State.recording = True
     if old is not None:
         tracker.pipeline.override = old.override
@@ -134,7 +153,7 @@ def _pipeline() -> Pipeline:
     if pipeline is None:
         with _State.lock:
             if _State.pipeline is None:
-                _State.pipeline = Pipeline(load_settings({"store": None, "exporters": ()}, config={}, env={}))
+                _State.pipeline = Pipeline(load_settings({"store": None, "exporters": ()}, config={}, env={}), (), [_default_prices().price])
             pipeline = _State.pipeline
     return pipeline
 
@@ -143,6 +162,50 @@ def route_if_recording() -> tuple[bool, Route | None]:
     """Called when a call starts: (record it?, where to). The hot path's only global read."""
     route = _route.get()
     return (_State.recording or route is not None), route
+
+
+def check_budget(call: Any) -> None:
+    """Refuse a call a blocking budget has used up: record it as failed and raise `BudgetExceeded` (calling thread)."""
+    book = _State.budgets
+    if book is None:
+        return
+    fields = call_fields(book.check_fields, call._attrs, call.fields, call._workflow, call.provider, call.model)
+    try:
+        book.check(fields)
+    except BudgetExceeded as exc:
+        call.error, call.error_category = exc, "budget"
+        call._close()
+        submit(call)
+        raise
+
+
+@functools.lru_cache(maxsize=None)
+def _default_prices() -> PriceBook:
+    return PriceBook()
+
+
+def cost(
+    provider: Any,
+    model: str,
+    *,
+    input_tokens: int = 0,
+    output_tokens: int = 0,
+    cache_read_tokens: int = 0,
+    cache_write_tokens: int = 0,
+    reasoning_tokens: int = 0,
+) -> Cost | None:
+    """Price a call without recording it (custom prices of the active `init()` included); `None` if unknown."""
+    tracker = _State.tracker
+    book = tracker.prices if tracker is not None else _default_prices()
+    return book.cost(
+        provider,
+        model,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cache_read_tokens=cache_read_tokens,
+        cache_write_tokens=cache_write_tokens,
+        reasoning_tokens=reasoning_tokens,
+    )
 
 
 def submit(item: Any) -> None:
@@ -160,7 +223,7 @@ def shutdown(timeout: float | None = None) -> bool:
     """Flush (bounded by `shutdown_timeout`) and stop; recording stops until the next `init()`."""
     with _State.lock:
         pipeline = _State.pipeline
-        _State.pipeline = _State.tracker = None
+        _State.pipeline = _State.tracker = _State.budgets = None
         _State.recording = False
     return True if pipeline is None else pipeline.shutdown(timeout)
 

@@ -1,0 +1,304 @@
+"""Budgets: spending limits that warn, or stop a call before money is spent.
+
+    tokentrail.init(budgets=[
+        tokentrail.Budget(limit_usd=50, period="day"),                                   # everything
+        tokentrail.Budget(limit_usd=5, period="month", scope={"customer_id": "*"},       # each customer
+                          action="raise"),
+    ])
+
+- `period`: `call`, `hour`, `day`, `month` (calendar periods in UTC) or `total`.
+- `scope`: attribution fields a call must match (`customer_id`, `user_id`,
+  `feature`, `session_id`, `workflow`, `provider`, `model`); a value of `"*"`
+  keeps one counter per distinct value (a limit for each customer). `None`: all calls.
+- `action="warn"`: when spending crosses the limit, one warning on the
+  `tokentrail` logger (budget, spend, limit, scope) and `on_exceed(event)`.
+- `action="raise"`: the same, and once the limit is reached every further
+  call in scope raises `BudgetExceeded` *before* the provider is called; the
+  refused call is recorded with `error_category="budget"`. The call that
+  crosses the limit is let through (its cost is known only after it), so
+  spending can pass the limit by at most one call per concurrent caller.
+
+The worker keeps the counters (`account`, after pricing); the check on the
+calling thread (`check`) is a dict lookup per budget. Counters are seeded from
+the store at `init()`, so a restart does not reset a monthly budget. They are
+per process: another process's spending is seen at its next start, not live.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Mapping, Sequence
+
+from . import log
+from .errors import BudgetExceeded, ConfigError
+from .record import LLMCall
+from .semconv import normalize_provider
+
+__all__ = ["Budget", "BudgetEvent", "BudgetBook", "parse_budgets", "BudgetExceeded"]
+
+PERIODS = ("call", "hour", "day", "month", "total")
+ACTIONS = ("warn", "raise")
+SCOPE_FIELDS = ("user_id", "customer_id", "feature", "session_id", "workflow", "provider", "model")
+ANY = "*"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A spending limit; see the module docstring."""
+
+    limit_usd: float | None = None
+    limit_tokens: int | None = None
+    period: str = "day"
+    scope: Mapping[str, str] | None = None
+    action: str = "warn"
+    name: str | None = None
+    on_exceed: Callable[[BudgetEvent], Any] | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        problems = _problems(self)
+        if problems:
+            raise ConfigError(f"tokentrail: bad Budget({self.label}): {'; '.join(problems)}")
+        if self.scope is not None:
+            object.__setattr__(self, "scope", {k: str(v) for k, v in self.scope.items()})
+
+    @property
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        limits = [f"${self.limit_usd:g}" if self.limit_usd is not None else "", f"{self.limit_tokens} tokens" if self.limit_tokens is not None else ""]
+        scope = ",".join(f"{k}={v}" for k, v in (self.scope or {}).items()) or "all"
+        return f"{' + '.join(x for x in limits if x)}/{self.period} ({scope})"
+
+
+def _problems(budget: Budget) -> list[str]:
+    problems = []
+    for name in ("limit_usd", "limit_tokens"):
+        value = getattr(budget, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0):
+            problems.append(f"{name} must be a number > 0, not {value!r}")
+    if budget.limit_usd is None and budget.limit_tokens is None:
+        problems.append("give limit_usd and/or limit_tokens")
+    if budget.period not in PERIODS:
+        problems.append(f"period must be one of {', '.join(PERIODS)}, not {budget.period!r}")
+    if budget.action not in ACTIONS:
+        problems.append(f"action must be one of {', '.join(ACTIONS)}, not {budget.action!r}")
+    if budget.period == "call" and budget.action == "raise":
+        problems.append("a per-call budget is known only after the call, so it can only warn (action='warn')")
+    if budget.scope is not None:
+        if not isinstance(budget.scope, Mapping):
+            problems.append(f"scope must be a dict of field -> value, not {budget.scope!r}")
+        else:
+            unknown = set(budget.scope) - set(SCOPE_FIELDS)
+            if unknown:
+                problems.append(f"unknown scope field(s) {sorted(unknown)}; accepted: {', '.join(SCOPE_FIELDS)}")
+    if budget.on_exceed is not None and not callable(budget.on_exceed):
+        problems.append("on_exceed must be callable")
+    return problems
+
+
+def parse_budgets(name: str, value: Any, source: str) -> tuple[Budget, ...]:
+    """Budgets from `init(budgets=[...])` (Budget objects or dicts) or `[[budgets]]` tables in the config file."""
+    if value is None:
+        return ()
+    if isinstance(value, (Budget, Mapping)):
+        value = [value]
+    try:
+        items = list(value)
+    except TypeError:
+        raise ConfigError(f"tokentrail: bad value for `{name}` from {source}: {value!r}; accepted: a list of Budget or tables") from None
+    out = []
+    for index, item in enumerate(items):
+        if isinstance(item, Budget):
+            out.append(item)
+            continue
+        if not isinstance(item, Mapping):
+            raise ConfigError(f"tokentrail: bad `{name}` entry {index} from {source}: {item!r}; accepted: Budget(...) or a table")
+        unknown = set(item) - {"limit_usd", "limit_tokens", "period", "scope", "action", "name"}
+        if unknown:
+            raise ConfigError(f"tokentrail: bad `{name}` entry {index} from {source}: unknown key(s) {sorted(unknown)}")
+        try:
+            out.append(Budget(**item))
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} (`{name}` entry {index} from {source})") from None
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class BudgetEvent:
+    """Passed to `on_exceed`: which budget, for which scope and period, spent how much."""
+
+    budget: Budget
+    scope: dict[str, str]
+    period: str
+    spent_usd: float
+    spent_tokens: int
+
+
+def period_key(period: str, moment: datetime) -> str:
+    if period == "hour":
+        return moment.strftime("%Y-%m-%dT%H")
+    if period == "day":
+        return moment.strftime("%Y-%m-%d")
+    if period == "month":
+        return moment.strftime("%Y-%m")
+    return "total"
+
+
+def period_start(period: str, moment: datetime) -> datetime | None:
+    if period == "hour":
+        return moment.replace(minute=0, second=0, microsecond=0)
+    if period == "day":
+        return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "month":
+        return moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return None
+
+
+def _utc(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, timezone.utc)
+
+
+class BudgetBook:
+    """The budgets in force and their counters: `check` on the calling thread, `account` on the worker."""
+
+    def __init__(self, budgets: Sequence[Budget], clock: Callable[[], float] = time.time) -> None:
+        self.budgets = tuple(budgets)
+        self.blocking = tuple((i, b) for i, b in enumerate(self.budgets) if b.action == "raise")
+        # The scope fields some blocking budget needs: the calling thread computes only these.
+        self.check_fields = frozenset(k for _, b in self.blocking for k in (b.scope or ()))
+        self.clock = clock
+        # (budget index, scope values, period key) -> [usd, tokens]
+        self.counters: dict[tuple[int, tuple[str, ...], str], list[float]] = {}
+        self._warned: set[tuple[int, tuple[str, ...], str]] = set()
+
+    # -- matching -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _scope_values(budget: Budget, fields: Mapping[str, Any]) -> tuple[str, ...] | None:
+        """The counter's scope key for a call with these fields, or None when the call is out of scope."""
+        if not budget.scope:
+            return ()
+        values = []
+        for name, wanted in budget.scope.items():
+            have = fields.get(name)
+            if have is None or (wanted != ANY and str(have) != wanted):
+                return None
+            values.append(str(have))
+        return tuple(values)
+
+    # -- calling thread -----------------------------------------------------------------------
+
+    def check(self, fields: Mapping[str, Any]) -> None:
+        """Raise `BudgetExceeded` when a blocking budget in scope is used up."""
+        now = None
+        for index, budget in self.blocking:
+            scope = self._scope_values(budget, fields)
+            if scope is None:
+                continue
+            if now is None:
+                now = _utc(self.clock())
+            spent = self.counters.get((index, scope, period_key(budget.period, now)))
+            if spent is not None and self._over(budget, spent):
+                raise BudgetExceeded(
+                    f"budget {budget.label} is used up: {self._describe(budget, spent)}"
+                    + (f" for {dict(zip(budget.scope, scope))}" if budget.scope else "")
+                )
+
+    @staticmethod
+    def _over(budget: Budget, spent: list[float]) -> bool:
+        return (budget.limit_usd is not None and spent[0] >= budget.limit_usd) or (
+            budget.limit_tokens is not None and spent[1] >= budget.limit_tokens
+        )
+
+    @staticmethod
+    def _describe(budget: Budget, spent: list[float]) -> str:
+        parts = []
+        if budget.limit_usd is not None:
+            parts.append(f"spent ${spent[0]:.4f} of ${budget.limit_usd:g}")
+        if budget.limit_tokens is not None:
+            parts.append(f"{int(spent[1])} of {budget.limit_tokens} tokens")
+        return ", ".join(parts) + f" this {budget.period}"
+
+    # -- worker -------------------------------------------------------------------------------
+
+    def account(self, record: Any) -> None:
+        """Add a priced `LLMCall` to every budget in scope (pipeline processor, after pricing)."""
+        if type(record) is not LLMCall:
+            return
+        usd, tokens = record.cost_usd or 0.0, record.total_tokens or 0
+        if not usd and not tokens:
+            return
+        fields = record_fields(record)
+        moment = record.started_at or _utc(self.clock())
+        for index, budget in enumerate(self.budgets):
+            scope = self._scope_values(budget, fields)
+            if scope is None:
+                continue
+            if budget.period == "call":
+                spent = [usd, tokens]
+                key = (index, scope, record.id)
+            else:
+                key = (index, scope, period_key(budget.period, moment))
+                spent = self.counters.setdefault(key, [0.0, 0])
+                spent[0] += usd
+                spent[1] += tokens
+            if key not in self._warned and self._over(budget, spent):
+                if budget.period != "call":
+                    self._warned.add(key)
+                self._exceeded(budget, dict(zip(budget.scope or (), scope)), key[2], spent)
+
+    def _exceeded(self, budget: Budget, scope: dict[str, str], period: str, spent: list[float]) -> None:
+        where = f" for {scope}" if scope else ""
+        log.logger.warning("tokentrail: budget %s exceeded%s: %s", budget.label, where, self._describe(budget, spent))
+        if budget.on_exceed is not None:
+            try:
+                budget.on_exceed(BudgetEvent(budget, scope, period, spent[0], int(spent[1])))
+            except Exception as exc:  # noqa: BLE001
+                log.error_once("budget.on_exceed", f"tokentrail: on_exceed of budget {budget.label} raised", exc)
+
+    def seed(self, store: Any) -> None:
+        """Start the counters from what the store already holds for the current periods."""
+        now = _utc(self.clock())
+        for index, budget in enumerate(self.budgets):
+            if budget.period == "call":
+                continue
+            fixed = {k: v for k, v in (budget.scope or {}).items() if v != ANY}
+            grouped = [k for k, v in (budget.scope or {}).items() if v == ANY]
+            rows = store.summary(group_by=grouped, since=period_start(budget.period, now), where=fixed or None)
+            for row in rows:
+                scope = tuple(str(fixed[k]) if k in fixed else str(row[k]) for k in (budget.scope or {}))
+                if any(row.get(k) is None for k in grouped):
+                    continue
+                key = (index, scope, period_key(budget.period, now))
+                self.counters[key] = [row["cost_usd"] or 0.0, row["total_tokens"] or 0]
+
+
+def record_fields(record: Any) -> dict[str, Any]:
+    return {
+        "user_id": record.user_id,
+        "customer_id": record.customer_id,
+        "feature": record.feature,
+        "session_id": record.session_id,
+        "workflow": record.workflow,
+        "provider": record.provider,
+        "model": record.request_model or record.response_model,
+    }
+
+
+def call_fields(needed: frozenset[str], attrs: Mapping[str, Any] | None, explicit: Mapping[str, Any], workflow: Any, provider: Any, model: Any) -> dict[str, Any]:
+    """The scope fields (only those in `needed`) of a call about to start (calling thread)."""
+    fields: dict[str, Any] = {}
+    for name in needed:
+        if name == "workflow":
+            fields[name] = workflow.name if workflow is not None else None
+        elif name == "provider":
+            fields[name] = normalize_provider(provider, model)
+        elif name == "model":
+            fields[name] = model
+        else:
+            value = explicit.get(name)
+            fields[name] = value if value is not None else (attrs or {}).get(name)
+    return fields
