@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Mapping, Sequence
 
 from . import log
@@ -157,6 +157,34 @@ def period_start(period: str, moment: datetime) -> datetime | None:
     return None
 
 
+def _period_end(period: str, start: datetime) -> datetime:
+    if period == "hour":
+        return start + timedelta(hours=1)
+    if period == "day":
+        return start + timedelta(days=1)
+    return (start + timedelta(days=32)).replace(day=1)
+
+
+class _PeriodKeys:
+    """`period_key` for epoch seconds, remembering the current period's bounds: the calling
+    thread's check is then two float comparisons, not a datetime and a strftime."""
+
+    def __init__(self) -> None:
+        self._current: dict[str, tuple[float, float, str]] = {}
+
+    def key(self, period: str, seconds: float) -> str:
+        if period == "total":
+            return "total"
+        current = self._current.get(period)
+        if current is not None and current[0] <= seconds < current[1]:
+            return current[2]
+        moment = _utc(seconds)
+        start = period_start(period, moment)
+        key = period_key(period, moment)
+        self._current[period] = (start.timestamp(), _period_end(period, start).timestamp(), key)
+        return key
+
+
 def _utc(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, timezone.utc)
 
@@ -173,6 +201,7 @@ class BudgetBook:
         # (budget index, scope values, period key) -> [usd, tokens]
         self.counters: dict[tuple[int, tuple[str, ...], str], list[float]] = {}
         self._warned: set[tuple[int, tuple[str, ...], str]] = set()
+        self._keys = _PeriodKeys()
 
     # -- matching -------------------------------------------------------------------------------
 
@@ -199,8 +228,8 @@ class BudgetBook:
             if scope is None:
                 continue
             if now is None:
-                now = _utc(self.clock())
-            spent = self.counters.get((index, scope, period_key(budget.period, now)))
+                now = self.clock()
+            spent = self.counters.get((index, scope, self._keys.key(budget.period, now)))
             if spent is not None and self._over(budget, spent):
                 raise BudgetExceeded(
                     f"budget {budget.label} is used up: {self._describe(budget, spent)}"
@@ -232,7 +261,7 @@ class BudgetBook:
         if not usd and not tokens:
             return
         fields = record_fields(record)
-        moment = record.started_at or _utc(self.clock())
+        seconds = record.started_at.timestamp() if record.started_at is not None else self.clock()
         for index, budget in enumerate(self.budgets):
             scope = self._scope_values(budget, fields)
             if scope is None:
@@ -241,7 +270,7 @@ class BudgetBook:
                 spent = [usd, tokens]
                 key = (index, scope, record.id)
             else:
-                key = (index, scope, period_key(budget.period, moment))
+                key = (index, scope, self._keys.key(budget.period, seconds))
                 spent = self.counters.setdefault(key, [0.0, 0])
                 spent[0] += usd
                 spent[1] += tokens
