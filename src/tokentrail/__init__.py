@@ -13,8 +13,8 @@ from .errors import BudgetExceeded, ConfigError, StoreError
 from .manual import emit_outcome, llm_instrumented, log_llm_call, track_llm_call, track_tool_call, workflow
 from .record import LLMCall, Outcome, ToolCall
 from .sinks import open_store
-from .pricing import Cost
-from .tracker import CallLog, Tracker, cost, flush, get_active_sink, init, is_tracking, shutdown, track, tracking, untrack
+from .pricing import Cost, cost
+from .tracker import CallLog, Tracker, flush, get_active_sink, init, is_tracking, shutdown, track, tracking, untrack
 
 __version__ = "0.1.0"
 

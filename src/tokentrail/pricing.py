@@ -27,18 +27,19 @@ How a call is priced (`PriceBook.price`, on the pipeline's worker):
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from . import log
 from .errors import ConfigError
 from .record import LLMCall
 from .semconv import infer_provider, normalize_provider
 
-__all__ = ["Cost", "PriceBook", "parse_prices", "parse_model_aliases"]
+__all__ = ["Cost", "PriceBook", "cost", "parse_prices", "parse_model_aliases"]
 
 # Our provider names -> genai-prices provider ids, in the order to try.
 GENAI_PROVIDERS: dict[str, tuple[str, ...]] = {
@@ -339,19 +340,8 @@ class PriceBook:
             return
         record.input_cost_usd, record.output_cost_usd, record.cost_usd = result
 
-    def cost(
-        self,
-        provider: Any,
-        model: str,
-        *,
-        input_tokens: int = 0,
-        output_tokens: int = 0,
-        cache_read_tokens: int = 0,
-        cache_write_tokens: int = 0,
-        reasoning_tokens: int = 0,
-        when: datetime | None = None,
-    ) -> Cost | None:
-        counts = (input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens)
+    def cost(self, provider: Any, model: str, counts: tuple[Any, ...], when: datetime | None = None) -> Cost | None:
+        """The `Cost` of (input, output, cache_read, cache_write, reasoning) tokens; `None` if unknown."""
         if any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in counts):
             log.warn_once("pricing.cost_args", "tokentrail: cost() needs non-negative whole token counts; got %r", counts)
             return None
@@ -370,6 +360,30 @@ class PriceBook:
             provider=normalized if rates.source == "custom" else rates.provider,
             source=rates.source,
         )
+
+
+@functools.lru_cache(maxsize=None)
+def _default_book() -> PriceBook:
+    return PriceBook()
+
+
+# The book `cost()` asks: the active tracker's (with its custom prices), set by `init()`.
+active_book: Callable[[], PriceBook] = _default_book
+
+
+def cost(
+    provider: Any,
+    model: str,
+    *,
+    input_tokens: int = 0,
+    output_tokens: int = 0,
+    cache_read_tokens: int = 0,
+    cache_write_tokens: int = 0,
+    reasoning_tokens: int = 0,
+) -> Cost | None:
+    """Price a call without recording it (custom prices of the active `init()` included); `None` if unknown."""
+    counts = (input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens)
+    return active_book().cost(provider, model, counts)
 
 
 _MISSING = object()

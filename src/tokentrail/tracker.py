@@ -12,7 +12,6 @@ requests in a web server each get a `CallLog` of their own calls only.
 from __future__ import annotations
 
 import atexit
-import functools
 import os
 import threading
 from contextvars import ContextVar
@@ -22,11 +21,12 @@ from . import log
 from .budget import BudgetBook, call_fields
 from .config import UNSET, Settings, load_settings
 from .errors import BudgetExceeded, ConfigError
-from .pricing import Cost, PriceBook
+from . import pricing
+from .pricing import PriceBook
 from .pipeline import Pipeline, Route
 from .sinks.memory import InMemorySink
 
-__all__ = ["Tracker", "init", "flush", "shutdown", "track", "untrack", "is_tracking", "get_active_sink", "tracking", "CallLog", "cost"]
+__all__ = ["Tracker", "init", "flush", "shutdown", "track", "untrack", "is_tracking", "get_active_sink", "tracking", "CallLog"]
 
 _route: ContextVar[Route | None] = ContextVar("tokentrail.route", default=None)
 
@@ -125,6 +125,7 @@ def init(
         _State.tracker, _State.pipeline = tracker, tracker.pipeline
         _State.budgets = tracker.budgets if tracker.budgets is not None and tracker.budgets.blocking else None
         _State.recording = True
+        pricing.active_book = lambda: tracker.prices
     if old is not None:
         tracker.pipeline.override = old.override
         old.shutdown()
@@ -153,7 +154,7 @@ def _pipeline() -> Pipeline:
     if pipeline is None:
         with _State.lock:
             if _State.pipeline is None:
-                _State.pipeline = Pipeline(load_settings({"store": None, "exporters": ()}, config={}, env={}), (), [_default_prices().price])
+                _State.pipeline = Pipeline(load_settings({"store": None, "exporters": ()}, config={}, env={}), (), [pricing._default_book().price])
             pipeline = _State.pipeline
     return pipeline
 
@@ -179,35 +180,6 @@ def check_budget(call: Any) -> None:
         raise
 
 
-@functools.lru_cache(maxsize=None)
-def _default_prices() -> PriceBook:
-    return PriceBook()
-
-
-def cost(
-    provider: Any,
-    model: str,
-    *,
-    input_tokens: int = 0,
-    output_tokens: int = 0,
-    cache_read_tokens: int = 0,
-    cache_write_tokens: int = 0,
-    reasoning_tokens: int = 0,
-) -> Cost | None:
-    """Price a call without recording it (custom prices of the active `init()` included); `None` if unknown."""
-    tracker = _State.tracker
-    book = tracker.prices if tracker is not None else _default_prices()
-    return book.cost(
-        provider,
-        model,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        cache_read_tokens=cache_read_tokens,
-        cache_write_tokens=cache_write_tokens,
-        reasoning_tokens=reasoning_tokens,
-    )
-
-
 def submit(item: Any) -> None:
     """Hand a finished span to the pipeline (calling thread)."""
     (_State.pipeline or _pipeline()).submit(item)
@@ -225,6 +197,7 @@ def shutdown(timeout: float | None = None) -> bool:
         pipeline = _State.pipeline
         _State.pipeline = _State.tracker = _State.budgets = None
         _State.recording = False
+        pricing.active_book = pricing._default_book
     return True if pipeline is None else pipeline.shutdown(timeout)
 
 
