@@ -282,10 +282,9 @@ class PendingCall(_Pending):
             if settings.capture_content:
                 out["input_messages"] = messages
         if settings.capture_content:
-            if self.content_out is not None:
-                out["output_text"] = _cut(self.content_out, settings.content_max_chars)
-            elif out.get("output_text") is not None:
-                out["output_text"] = _cut(out["output_text"], settings.content_max_chars)
+            text = self.content_out if self.content_out is not None else out.get("output_text")
+            if text is not None:
+                out["output_text"] = _cut(text, settings.content_max_chars)
         else:
             out.pop("input_messages", None)
             out.pop("output_text", None)
