@@ -1,0 +1,156 @@
+"""A fake LLM provider for tests — ours and yours. No network, no keys.
+
+It speaks the OpenAI and Anthropic wire formats (JSON and SSE streams with
+usage, tool calls and request ids), so the real SDKs run unchanged against it:
+
+    from tokentrail.testing import FakeProvider
+
+    fake = FakeProvider()
+    client = fake.openai_client()                       # a real openai.OpenAI on an in-process transport
+    client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+
+    fake.fail(status=429, retry_after=0)                # the next request gets a 429
+    fake.fail(timeout=True)                             # the next request times out
+    fake.settings.latency = 0.05                        # seconds before each answer
+    fake.settings.frame_delay = 0.01                    # seconds between stream chunks
+
+    with fake.serve() as url:                           # the same, over real HTTP on 127.0.0.1
+        openai.OpenAI(base_url=f"{url}/v1", api_key="test")
+
+Or from a shell: `python -m tokentrail.testing serve --port 8900`. Over HTTP a
+request can ask for an error with the header `x-fake-error: 429` (any status).
+
+The SDKs' HTTP library: openai 3 and anthropic 2 are built on `httpx2`, older
+releases on `httpx`; the transport matches whichever the SDK imports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import time
+from typing import Any, Iterator
+
+from ._wire import Failure, Reply, Settings, respond
+
+__all__ = ["FakeProvider", "Failure", "Settings", "http_module"]
+
+
+def http_module(sdk: str) -> Any:
+    """`httpx2` when the SDK's base client imports it, else `httpx`."""
+    base = importlib.import_module(f"{sdk}._base_client")
+    return getattr(base, "httpx2", None) or importlib.import_module("httpx")
+
+
+class FakeProvider:
+    def __init__(self, **settings: Any) -> None:
+        self.settings = Settings(**settings)
+        self.requests: list[tuple[str, str]] = []  # (method, path) of every request served
+
+    # -- behaviour ---------------------------------------------------------------------------------
+
+    def fail(self, status: int = 500, *, message: str | None = None, retry_after: float | None = None,
+             timeout: bool = False, times: int = 1, path: str | None = None) -> None:
+        """Make the next `times` requests (to paths containing `path`, if given) fail."""
+        self.settings.failures.append(Failure(status, message or f"fake {status}", retry_after, timeout, times, path))
+
+    def reply(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply:
+        self.requests.append((method, path))
+        return respond(method, path, {k.lower(): v for k, v in headers.items()}, body, self.settings)
+
+    # -- in-process transports -----------------------------------------------------------------
+
+    def transport(self, sdk: str = "openai") -> Any:
+        """A `MockTransport` for synchronous clients of `sdk`."""
+        httpx = http_module(sdk)
+
+        def handler(request: Any) -> Any:
+            reply = self.reply(request.method, request.url.raw_path.decode(), dict(request.headers), request.read())
+            if reply.timeout:
+                raise httpx.ReadTimeout("fake provider: no answer", request=request)
+            time.sleep(reply.latency)
+            if reply.frames is None:
+                return httpx.Response(reply.status, headers=reply.headers, content=reply.body)
+
+            def frames() -> Iterator[bytes]:
+                for i, frame in enumerate(reply.frames):
+                    if i and reply.frame_delay:
+                        time.sleep(reply.frame_delay)
+                    yield frame
+
+            return httpx.Response(reply.status, headers=reply.headers, content=frames())
+
+        return httpx.MockTransport(handler)
+
+    def async_transport(self, sdk: str = "openai") -> Any:
+        """A `MockTransport` for asynchronous clients of `sdk`."""
+        httpx = http_module(sdk)
+
+        async def handler(request: Any) -> Any:
+            body = await request.aread()
+            reply = self.reply(request.method, request.url.raw_path.decode(), dict(request.headers), body)
+            if reply.timeout:
+                raise httpx.ReadTimeout("fake provider: no answer", request=request)
+            await asyncio.sleep(reply.latency)
+            if reply.frames is None:
+                return httpx.Response(reply.status, headers=reply.headers, content=reply.body)
+
+            async def frames() -> Any:
+                for i, frame in enumerate(reply.frames):
+                    if i and reply.frame_delay:
+                        await asyncio.sleep(reply.frame_delay)
+                    yield frame
+
+            return httpx.Response(reply.status, headers=reply.headers, content=frames())
+
+        return httpx.MockTransport(handler)
+
+    # -- real SDK clients on the transport -----------------------------------------------------
+
+    def openai_client(self, **kwargs: Any) -> Any:
+        import openai
+
+        http = http_module("openai")
+        kwargs.setdefault("max_retries", 0)
+        return openai.OpenAI(api_key="sk-fake", base_url="https://api.openai.com/v1",
+                             http_client=http.Client(transport=self.transport("openai")), **kwargs)
+
+    def async_openai_client(self, **kwargs: Any) -> Any:
+        import openai
+
+        http = http_module("openai")
+        kwargs.setdefault("max_retries", 0)
+        return openai.AsyncOpenAI(api_key="sk-fake", base_url="https://api.openai.com/v1",
+                                  http_client=http.AsyncClient(transport=self.async_transport("openai")), **kwargs)
+
+    def anthropic_client(self, **kwargs: Any) -> Any:
+        import anthropic
+
+        http = http_module("anthropic")
+        kwargs.setdefault("max_retries", 0)
+        return anthropic.Anthropic(api_key="sk-ant-fake", base_url="https://api.anthropic.com",
+                                   http_client=http.Client(transport=self.transport("anthropic")), **kwargs)
+
+    def async_anthropic_client(self, **kwargs: Any) -> Any:
+        import anthropic
+
+        http = http_module("anthropic")
+        kwargs.setdefault("max_retries", 0)
+        return anthropic.AsyncAnthropic(api_key="sk-ant-fake", base_url="https://api.anthropic.com",
+                                        http_client=http.AsyncClient(transport=self.async_transport("anthropic")), **kwargs)
+
+    # -- real HTTP -----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def serve(self, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+        """Serve this fake over HTTP in a background thread; yields the base URL."""
+        from .server import start
+
+        server, thread = start(self, host, port)
+        try:
+            yield f"http://{host}:{server.server_address[1]}"
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join(5)
