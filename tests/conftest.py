@@ -20,6 +20,7 @@ def _isolated(tmp_path, monkeypatch):
     log.reset()
     yield
     tokentrail.shutdown(timeout=5)
+    tokentrail.uninstrument()
     _State.pipeline = None
     _State.recording = False
     log.reset()

@@ -18,6 +18,7 @@ SAMPLES = {
     "prices": ({"m-file": {"input": 1.0}}, '{"m-env": {"output": 2}}', {"m-arg": {"input": 3, "output": 4}}),
     "model_aliases": ({"dep-file": "gpt-4o"}, '{"dep-env": "gpt-4o"}', {"dep-arg": "gpt-4o-mini"}),
     "budgets": ([{"limit_usd": 1.0}], '[{"limit_usd": 2, "period": "month"}]', [tokentrail.Budget(limit_tokens=3)]),
+    "instrument": (["openai"], "anthropic", False),
 }
 PARSED = {
     "store": ("sqlite:///file.db", "sqlite:///env.db", "sqlite:///arg.db"),
@@ -32,6 +33,7 @@ PARSED = {
     "prices": ({"m-file"}, {"m-env"}, {"m-arg"}),
     "model_aliases": ({"dep-file": "gpt-4o"}, {"dep-env": "gpt-4o"}, {"dep-arg": "gpt-4o-mini"}),
     "budgets": ((tokentrail.Budget(limit_usd=1.0),), (tokentrail.Budget(limit_usd=2, period="month"),), (tokentrail.Budget(limit_tokens=3),)),
+    "instrument": (("openai",), ("anthropic",), False),
 }
 
 
@@ -115,6 +117,7 @@ def test_explicit_config_file_and_env_pointer(tmp_path):
         ({"shutdown_timeout": float("inf")}, {}, ["shutdown_timeout", "number >= 0"]),
         ({"content_max_chars": 2.5}, {}, ["content_max_chars", "whole number"]),
         ({"enabled": "maybe"}, {}, ["enabled", "argument"]),
+        ({}, {"TOKENTRAIL_INSTRUMENT": "openai,cohere-ish"}, ["instrument", "TOKENTRAIL_INSTRUMENT", "cohere-ish", "openai, anthropic"]),
     ],
 )
 def test_bad_values_name_option_source_and_accepted(kwargs, env, pieces, tmp_path):

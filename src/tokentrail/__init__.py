@@ -10,6 +10,7 @@ is internal.
 from .budget import Budget, BudgetEvent
 from .context import attributes
 from .errors import BudgetExceeded, ConfigError, StoreError
+from .instrument import available, instrument, instrumented, uninstrument
 from .manual import emit_outcome, llm_instrumented, log_llm_call, track_llm_call, track_tool_call, workflow
 from .record import LLMCall, Outcome, ToolCall
 from .sinks import open_store
@@ -29,6 +30,10 @@ __all__ = [
     "tracking",
     "CallLog",
     "Tracker",
+    "instrument",
+    "uninstrument",
+    "instrumented",
+    "available",
     "attributes",
     "track_llm_call",
     "track_tool_call",

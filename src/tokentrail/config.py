@@ -44,6 +44,7 @@ class Settings:
     prices: Mapping[str, Any] = field(default_factory=dict)
     model_aliases: Mapping[str, str] = field(default_factory=dict)
     budgets: tuple[Any, ...] = ()
+    instrument: bool | tuple[str, ...] = True
     # option name -> where its value came from ("default", "argument", "environment variable X", a file)
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
@@ -121,6 +122,24 @@ def _parse_exporters(name: str, value: Any, source: str) -> tuple[Any, ...]:
     return tuple(out)
 
 
+def _parse_instrument(name: str, value: Any, source: str) -> bool | tuple[str, ...]:
+    from .instrument import ADAPTERS
+
+    accepted = f"true, false, or a list of SDK names ({', '.join(ADAPTERS)})"
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        if value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, (list, tuple, set)) or not all(isinstance(v, str) for v in value):
+        raise _bad(name, source, value, accepted)
+    unknown = [v for v in value if v not in ADAPTERS]
+    if unknown:
+        raise _bad(name, source, unknown, accepted)
+    return tuple(value)
+
+
 # option -> parser(name, value, source) -> value
 OPTIONS: dict[str, Callable[[str, Any, str], Any]] = {
     "store": _parse_store,
@@ -135,6 +154,7 @@ OPTIONS: dict[str, Callable[[str, Any, str], Any]] = {
     "prices": parse_prices,
     "model_aliases": parse_model_aliases,
     "budgets": parse_budgets,
+    "instrument": _parse_instrument,
 }
 # Tables (not scalars): taken from the file as TOML tables, from the environment as JSON.
 _TABLE_OPTIONS = {"prices", "model_aliases", "budgets"}

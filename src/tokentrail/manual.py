@@ -38,6 +38,7 @@ from .context import (
     new_trace_id,
 )
 from .pending import PendingCall, PendingOutcome, PendingTool, record_id
+from .shapes import default_model, default_prompt, default_response_text, default_usage, pick
 from .tracker import check_budget, route_if_recording, submit
 from .usage import TOKEN_KEYS, coerce_count, normalize_usage
 
@@ -249,57 +250,6 @@ def track_tool_call(name: Any, *, tool_call_id: Any = None, arguments: Any = Non
 # -- llm_instrumented / log_llm_call ----------------------------------------------------------------
 
 
-def _pick(obj: Any, *path: Any) -> Any:
-    for step in path:
-        if obj is None:
-            return None
-        if isinstance(step, int):
-            try:
-                obj = obj[step]
-            except (IndexError, KeyError, TypeError):
-                return None
-        elif isinstance(obj, dict):
-            obj = obj.get(step)
-        else:
-            obj = getattr(obj, step, None)
-    return obj
-
-
-def default_usage(result: Any) -> Any:
-    """The `usage` (or Gemini `usage_metadata`) of a response object or dict."""
-    return _pick(result, "usage") or _pick(result, "usage_metadata")
-
-
-def default_model(result: Any) -> Any:
-    return _pick(result, "model") or _pick(result, "model_version")
-
-
-def default_response_text(result: Any) -> Any:
-    """Text of a string, an OpenAI chat/completion/Responses result or chunk, or an Anthropic message or event."""
-    if result is None or isinstance(result, str):
-        return result
-    for path in (
-        ("choices", 0, "message", "content"),
-        ("choices", 0, "delta", "content"),
-        ("choices", 0, "text"),
-        ("output_text",),
-        ("content", 0, "text"),
-        ("delta", "text"),
-        ("text",),
-    ):
-        value = _pick(result, *path)
-        if isinstance(value, str):
-            return value
-    return None
-
-
-def default_prompt(*args: Any, **kwargs: Any) -> Any:
-    for name in ("messages", "prompt", "input", "contents"):
-        if kwargs.get(name) is not None:
-            return kwargs[name]
-    return next((a for a in args if isinstance(a, (str, list))), None)
-
-
 def _call_extractor(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     try:
         return func(*args, **kwargs)
@@ -346,7 +296,7 @@ class _InstrumentedCall(PendingCall):
         if model is not None:
             fields.setdefault("response_model", model)
         if self.result is not None:
-            fields.setdefault("response_id", _pick(self.result, "id"))
+            fields.setdefault("response_id", pick(self.result, "id"))
         if texts and self.content_out is None:
             self.content_out = "".join(texts)
 

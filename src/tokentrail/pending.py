@@ -222,6 +222,10 @@ class _Pending:
 
     def _close(self) -> None:
         self.end_ns = _perf_ns()
+        self._leave()
+
+    def _leave(self) -> None:
+        """Stop being the parent of new spans (the call itself may go on: a stream)."""
         if self._token is not None:
             try:
                 current_span.reset(self._token)

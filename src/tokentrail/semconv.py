@@ -30,7 +30,7 @@ __all__ = [
 UNKNOWN = "unknown"
 
 # Operations the GenAI convention has no value for.
-OUR_OPERATIONS = ("image_generation", "moderation", "speech_to_text", "text_to_speech", "rerank")
+OUR_OPERATIONS = ("image_generation", "moderation", "speech_to_text", "text_to_speech", "rerank", "count_tokens")
 
 
 @functools.lru_cache(maxsize=None)
@@ -187,3 +187,46 @@ def infer_provider(model: object) -> str:
     if match is None:
         return UNKNOWN
     return _MODEL_RULES[int(match.lastgroup[1:])][1]
+
+
+# Hosts of OpenAI-compatible (and other) endpoints -> provider; a suffix match on the host.
+_HOSTS = (
+    ("api.openai.com", "openai"),
+    ("openai.azure.com", "azure.ai.openai"),
+    ("cognitiveservices.azure.com", "azure.ai.openai"),
+    ("services.ai.azure.com", "azure.ai.inference"),
+    ("api.anthropic.com", "anthropic"),
+    ("api.groq.com", "groq"),
+    ("api.deepseek.com", "deepseek"),
+    ("api.together.xyz", "together"),
+    ("api.together.ai", "together"),
+    ("openrouter.ai", "openrouter"),
+    ("api.mistral.ai", "mistral_ai"),
+    ("api.x.ai", "x_ai"),
+    ("api.perplexity.ai", "perplexity"),
+    ("api.fireworks.ai", "fireworks"),
+    ("api.cerebras.ai", "cerebras"),
+    ("generativelanguage.googleapis.com", "gcp.gemini"),
+    ("aiplatform.googleapis.com", "gcp.vertex_ai"),
+    ("amazonaws.com", "aws.bedrock"),
+    ("api.cohere.com", "cohere"),
+    ("api.cohere.ai", "cohere"),
+    ("inference.ai.azure.com", "azure.ai.inference"),
+    ("api-inference.huggingface.co", "huggingface"),
+    ("router.huggingface.co", "huggingface"),
+    ("api.moonshot.ai", "moonshotai"),
+)
+
+
+@functools.lru_cache(maxsize=1024)
+def provider_from_url(url: str, default: str = "openai") -> str:
+    """The provider a base URL implies: its host (`api.groq.com` -> groq), Ollama's port 11434, else `default`."""
+    rest = url.split("://", 1)[-1]
+    hostport = rest.split("/", 1)[0].rsplit("@", 1)[-1].lower()
+    host, _, port = hostport.partition(":")
+    for suffix, provider in _HOSTS:
+        if host == suffix or host.endswith("." + suffix):
+            return provider
+    if port == "11434" or host == "ollama":
+        return "ollama"
+    return default

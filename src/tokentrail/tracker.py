@@ -87,14 +87,17 @@ def init(
     budgets: Any = UNSET,
     prices: Any = UNSET,
     model_aliases: Any = UNSET,
+    instrument: Any = UNSET,
     config: Any = None,
 ) -> Tracker | None:
     """Configure tokentrail and start recording; returns the active `Tracker`.
 
     Every argument left out is taken from `TOKENTRAIL_*` variables, then the
     config file, then the defaults (`store="sqlite:///tokentrail.db"`).
-    A bad value raises `ConfigError`; a store that cannot be opened raises
-    `StoreError`. Calling `init()` again replaces the previous tracker (its
+    With `instrument=True` (the default) every installed SDK tokentrail has
+    an adapter for is patched, now or when it is imported; a list patches
+    those named. A bad value raises `ConfigError`; a store that cannot be
+    opened raises `StoreError`. Calling `init()` again replaces the previous tracker (its
     pending records are flushed first). With `enabled=false` nothing is set up
     and `None` is returned.
     """
@@ -111,6 +114,7 @@ def init(
         "budgets": budgets,
         "prices": prices,
         "model_aliases": model_aliases,
+        "instrument": instrument,
     }
     settings = load_settings(arguments, config=config)
     if not settings.enabled:
@@ -129,6 +133,11 @@ def init(
     if old is not None:
         tracker.pipeline.override = old.override
         old.shutdown()
+    if settings.instrument:
+        # `tokentrail.instrument` is the public function; the registry is the submodule of that name.
+        from .instrument import instrument as patch_sdks
+
+        patch_sdks(*(() if settings.instrument is True else settings.instrument))
     return tracker
 
 

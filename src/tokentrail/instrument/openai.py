@@ -1,0 +1,249 @@
+"""The `openai` SDK (>= 1.0): every endpoint through `SyncAPIClient.request` / `AsyncAPIClient.request`.
+
+Recorded: chat completions (with `parse`, the `stream()` helpers, tools, `n>1`),
+Responses (and its stream events), text completions, embeddings, images,
+audio transcriptions / translations / speech, moderations. Everything else the
+SDK does (files, batches, assistants, …) passes through untouched.
+
+The provider is the client's: `AzureOpenAI` -> `azure.ai.openai`; any other
+`base_url` -> the provider its host implies (Groq, DeepSeek, Together,
+OpenRouter, Ollama on :11434, …), or `openai` when unknown (a local vLLM).
+
+OpenAI reports token usage in a stream only when the request asks for it
+(`stream_options={"include_usage": True}`); tokentrail does not add it, since
+that would change the chunks your code sees. Without it a stream's tokens (and
+so its cost) are unknown.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..semconv import provider_from_url
+from ..shapes import pick
+from ..usage import normalize_usage
+from ._wrap import Endpoint
+
+NAME = "openai"
+DISTRIBUTION = "openai"
+MIN_VERSION = (1, 0)
+PATCHES = (
+    ("openai._base_client", "SyncAPIClient", "request", "sync"),
+    ("openai._base_client", "AsyncAPIClient", "request", "async"),
+    ("openai._base_client", "SyncAPIClient", "_sleep_for_retry", "retry"),
+    ("openai._base_client", "AsyncAPIClient", "_sleep_for_retry", "retry"),
+)
+
+_CHAT_PARAMS = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "frequency_penalty",
+                "presence_penalty", "seed", "stop", "n", "reasoning_effort", "service_tier", "logprobs",
+                "top_logprobs", "parallel_tool_calls", "tool_choice", "response_format", "stream")
+_RESPONSES_PARAMS = ("temperature", "top_p", "max_output_tokens", "service_tier", "tool_choice", "truncation",
+                     "reasoning", "parallel_tool_calls", "stream", "previous_response_id")
+
+
+# The SDKs' markers for "argument not given" (falsy sentinels), which may sit in a request body.
+_NOT_GIVEN = ("Omit", "NotGiven")
+
+
+def params(body: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any] | None:
+    """The request's generation parameters; structured ones reduced to their `type` (no content)."""
+    out = {}
+    for name in names:
+        value = body.get(name)
+        if value is None or type(value).__name__ in _NOT_GIVEN:
+            continue
+        if isinstance(value, dict):
+            value = value.get("type") or value.get("effort") or {k: v for k, v in value.items() if isinstance(v, (int, float, str, bool))}
+        out[name] = value
+    return out or None
+
+
+def usage_fields(usage: Any) -> dict[str, Any]:
+    return {k: v for k, v in normalize_usage(usage).items() if v is not None}
+
+
+# -- chat completions ------------------------------------------------------------------------------
+
+
+def chat_request(body: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    messages = body.get("messages")
+    return {"request_params": params(body, _CHAT_PARAMS),
+            "message_count": len(messages) if isinstance(messages, list) else None}, messages
+
+
+def chat_response(data: Any) -> tuple[dict[str, Any], Any]:
+    choices = pick(data, "choices") or []
+    calls = sum(len(pick(c, "message", "tool_calls") or ()) for c in choices)
+    return {
+        "response_id": pick(data, "id"),
+        "response_model": pick(data, "model"),
+        "finish_reasons": [r for r in (pick(c, "finish_reason") for c in choices) if r] or None,
+        "tool_call_count": calls,
+        **usage_fields(pick(data, "usage")),
+    }, pick(choices, 0, "message", "content") or pick(choices, 0, "message", "refusal")
+
+
+def chat_chunks(chunks: list[Any]) -> tuple[dict[str, Any], Any]:
+    fields: dict[str, Any] = {}
+    finish: dict[int, str] = {}
+    tool_calls: set[tuple[int, int]] = set()
+    text: list[str] = []
+    for chunk in chunks:
+        fields.setdefault("response_id", pick(chunk, "id"))
+        fields.setdefault("response_model", pick(chunk, "model"))
+        usage = pick(chunk, "usage")
+        if usage is not None:
+            fields.update(usage_fields(usage))
+        for choice in pick(chunk, "choices") or ():
+            index = pick(choice, "index") or 0
+            if pick(choice, "finish_reason"):
+                finish[index] = pick(choice, "finish_reason")
+            for call in pick(choice, "delta", "tool_calls") or ():
+                tool_calls.add((index, pick(call, "index") or 0))
+            content = pick(choice, "delta", "content")
+            if index == 0 and isinstance(content, str):
+                text.append(content)
+    fields["finish_reasons"] = [finish[i] for i in sorted(finish)] or None
+    fields["tool_call_count"] = len(tool_calls)
+    return fields, "".join(text) or None
+
+
+# -- responses ---------------------------------------------------------------------------------------
+
+
+def responses_request(body: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    given = body.get("input")
+    messages = given if isinstance(given, list) else ([{"role": "user", "content": given}] if given is not None else [])
+    if body.get("instructions"):
+        messages = [{"role": "system", "content": body["instructions"]}, *messages]
+    return {"request_params": params(body, _RESPONSES_PARAMS), "message_count": len(messages)}, messages or None
+
+
+def _output_text(data: Any) -> str | None:
+    texts = [pick(part, "text") for item in pick(data, "output") or () if pick(item, "type") == "message"
+             for part in pick(item, "content") or () if pick(part, "type") == "output_text"]
+    return "".join(t for t in texts if isinstance(t, str)) or None
+
+
+def responses_response(data: Any) -> tuple[dict[str, Any], Any]:
+    output = pick(data, "output") or ()
+    return {
+        "response_id": pick(data, "id"),
+        "response_model": pick(data, "model"),
+        "finish_reasons": [pick(data, "status")] if pick(data, "status") else None,
+        "tool_call_count": sum(1 for item in output if str(pick(item, "type") or "").endswith("_call")),
+        **usage_fields(pick(data, "usage")),
+    }, _output_text(data)
+
+
+def responses_chunks(events: list[Any]) -> tuple[dict[str, Any], Any]:
+    final = None
+    text: list[str] = []
+    for event in events:
+        kind = pick(event, "type") or ""
+        if kind in ("response.completed", "response.incomplete", "response.failed"):
+            final = pick(event, "response")
+        elif kind == "response.output_text.delta" and isinstance(pick(event, "delta"), str):
+            text.append(pick(event, "delta"))
+    if final is not None:
+        fields, out = responses_response(final)
+        return fields, out or "".join(text) or None
+    first = pick(events, 0, "response")
+    return {"response_id": pick(first, "id"), "response_model": pick(first, "model")}, "".join(text) or None
+
+
+# -- the rest --------------------------------------------------------------------------------------
+
+
+def completion_request(body: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    return {"request_params": params(body, _CHAT_PARAMS)}, body.get("prompt")
+
+
+def completion_response(data: Any) -> tuple[dict[str, Any], Any]:
+    choices = pick(data, "choices") or []
+    return {
+        "response_id": pick(data, "id"),
+        "response_model": pick(data, "model"),
+        "finish_reasons": [r for r in (pick(c, "finish_reason") for c in choices) if r] or None,
+        **usage_fields(pick(data, "usage")),
+    }, pick(choices, 0, "text")
+
+
+def completion_chunks(chunks: list[Any]) -> tuple[dict[str, Any], Any]:
+    fields: dict[str, Any] = {}
+    text, finish = [], []
+    for chunk in chunks:
+        fields.setdefault("response_id", pick(chunk, "id"))
+        fields.setdefault("response_model", pick(chunk, "model"))
+        if pick(chunk, "usage") is not None:
+            fields.update(usage_fields(pick(chunk, "usage")))
+        piece = pick(chunk, "choices", 0, "text")
+        if isinstance(piece, str):
+            text.append(piece)
+        if pick(chunk, "choices", 0, "finish_reason"):
+            finish.append(pick(chunk, "choices", 0, "finish_reason"))
+    fields["finish_reasons"] = finish or None
+    return fields, "".join(text) or None
+
+
+def input_request(names: tuple[str, ...], content_key: str) -> Any:
+    def request(body: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+        return {"request_params": params(body, names)}, body.get(content_key)
+
+    return request
+
+
+def model_and_usage(data: Any) -> tuple[dict[str, Any], Any]:
+    """Embeddings, images, moderations: the model, the id, the usage; no text worth keeping."""
+    fields = {"response_model": pick(data, "model"), "response_id": pick(data, "id"), **usage_fields(pick(data, "usage"))}
+    results = pick(data, "results")
+    if isinstance(results, list):
+        fields["metadata"] = {"flagged": any(bool(pick(r, "flagged")) for r in results)}
+    images = pick(data, "data")
+    if isinstance(images, list) and pick(images, 0, "embedding") is None:
+        fields["metadata"] = {"images": len(images)}
+    return fields, None
+
+
+def transcription_response(data: Any) -> tuple[dict[str, Any], Any]:
+    if isinstance(data, str):
+        return {}, data
+    usage = pick(data, "usage")
+    fields: dict[str, Any] = {}
+    if pick(usage, "type") == "duration":
+        fields["metadata"] = {"audio_seconds": pick(usage, "seconds")}
+    elif usage is not None:
+        fields.update(usage_fields(usage))
+    return fields, pick(data, "text")
+
+
+def no_response(data: Any) -> tuple[dict[str, Any], Any]:
+    return {}, None
+
+
+ENDPOINTS = {
+    "/chat/completions": Endpoint("chat", chat_request, chat_response, chat_chunks),
+    "/responses": Endpoint("chat", responses_request, responses_response, responses_chunks),
+    "/completions": Endpoint("text_completion", completion_request, completion_response, completion_chunks),
+    "/embeddings": Endpoint("embeddings", input_request(("dimensions", "encoding_format"), "input"), model_and_usage),
+    "/images/generations": Endpoint("image_generation", input_request(("size", "quality", "n", "style", "response_format"), "prompt"), model_and_usage),
+    "/images/edits": Endpoint("image_generation", input_request(("size", "quality", "n"), "prompt"), model_and_usage),
+    "/images/variations": Endpoint("image_generation", input_request(("size", "n"), "prompt"), model_and_usage),
+    "/audio/transcriptions": Endpoint("speech_to_text", input_request(("language", "response_format", "temperature"), "prompt"), transcription_response),
+    "/audio/translations": Endpoint("speech_to_text", input_request(("response_format", "temperature"), "prompt"), transcription_response),
+    "/audio/speech": Endpoint("text_to_speech", input_request(("voice", "response_format", "speed"), "input"), no_response),
+    "/moderations": Endpoint("moderation", input_request((), "input"), model_and_usage),
+}
+
+
+def endpoint(options: Any) -> Endpoint | None:
+    url = getattr(options, "url", None)
+    if getattr(options, "method", "post") != "post" or not isinstance(url, str):
+        return None
+    return ENDPOINTS.get(url.split("?", 1)[0])
+
+
+def provider_of(client: Any) -> str:
+    if "Azure" in type(client).__name__:
+        return "azure.ai.openai"
+    return provider_from_url(str(getattr(client, "base_url", "")))

@@ -1,0 +1,64 @@
+"""Reading provider responses whatever their shape: SDK objects (pydantic), dicts, or missing parts.
+
+`pick(obj, "choices", 0, "message", "content")` walks attributes, keys and
+indexes and returns `None` at the first missing step, so a response with new,
+missing or `None` fields never raises. The adapters and the manual API's
+default extractors read every response through it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["pick", "default_usage", "default_model", "default_response_text", "default_prompt"]
+
+
+def pick(obj: Any, *path: Any) -> Any:
+    for step in path:
+        if obj is None:
+            return None
+        if isinstance(step, int):
+            try:
+                obj = obj[step]
+            except (IndexError, KeyError, TypeError):
+                return None
+        elif isinstance(obj, dict):
+            obj = obj.get(step)
+        else:
+            obj = getattr(obj, step, None)
+    return obj
+
+
+def default_usage(result: Any) -> Any:
+    """The `usage` (or Gemini `usage_metadata`) of a response object or dict."""
+    return pick(result, "usage") or pick(result, "usage_metadata")
+
+
+def default_model(result: Any) -> Any:
+    return pick(result, "model") or pick(result, "model_version")
+
+
+def default_response_text(result: Any) -> Any:
+    """Text of a string, an OpenAI chat/completion/Responses result or chunk, or an Anthropic message or event."""
+    if result is None or isinstance(result, str):
+        return result
+    for path in (
+        ("choices", 0, "message", "content"),
+        ("choices", 0, "delta", "content"),
+        ("choices", 0, "text"),
+        ("output_text",),
+        ("content", 0, "text"),
+        ("delta", "text"),
+        ("text",),
+    ):
+        value = pick(result, *path)
+        if isinstance(value, str):
+            return value
+    return None
+
+
+def default_prompt(*args: Any, **kwargs: Any) -> Any:
+    for name in ("messages", "prompt", "input", "contents"):
+        if kwargs.get(name) is not None:
+            return kwargs[name]
+    return next((a for a in args if isinstance(a, (str, list))), None)
