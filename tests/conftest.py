@@ -6,7 +6,7 @@ import os
 import pytest
 
 import tokentrail
-from tokentrail import log
+from tokentrail import log as tt_log
 from tokentrail.tracker import _State
 
 
@@ -17,13 +17,13 @@ def _isolated(tmp_path, monkeypatch):
         if name.startswith("TOKENTRAIL_"):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
-    log.reset()
+    tt_log.reset()
     yield
     tokentrail.shutdown(timeout=5)
     tokentrail.uninstrument()
     _State.pipeline = None
     _State.recording = False
-    log.reset()
+    tt_log.reset()
 
 
 @pytest.fixture
@@ -40,3 +40,24 @@ def tt_warnings(caplog):
         return [r.getMessage() for r in caplog.records if r.name == "tokentrail"]
 
     return messages
+
+
+@pytest.fixture
+def fake():
+    from tokentrail.testing import FakeProvider
+
+    return FakeProvider()
+
+
+@pytest.fixture
+def log():
+    """SDKs instrumented; yields the CallLog of the test's calls (no store)."""
+    tokentrail.instrument()
+    with tokentrail.tracking() as calls:
+        yield calls
+
+
+def only(log):
+    calls = log.calls
+    assert len(calls) == 1, calls
+    return calls[0]

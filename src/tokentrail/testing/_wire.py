@@ -360,7 +360,13 @@ def _multipart_fields(body: bytes, content_type: str) -> dict[str, Any]:
 
 
 def respond(method: str, path: str, headers: dict[str, str], body: bytes, settings: Settings) -> Reply:
-    """One request in, one reply out; scripted failures first."""
+    """One request in, one reply out (after `settings.latency`); scripted failures first."""
+    reply = _route(method, path, headers, body, settings)
+    reply.latency = reply.latency or settings.latency
+    return reply
+
+
+def _route(method: str, path: str, headers: dict[str, str], body: bytes, settings: Settings) -> Reply:
     path = path.split("?", 1)[0]
     content_type = headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
@@ -381,6 +387,8 @@ def respond(method: str, path: str, headers: dict[str, str], body: bytes, settin
             if failure.times <= 0:
                 settings.failures.remove(failure)
             return error_reply(flavor, failure)
+    if method.upper() == "GET" and path.endswith("/models"):
+        return _json(200, {"object": "list", "data": [{"id": "gpt-4o", "object": "model", "created": 0, "owned_by": "fake"}]})
     if method.upper() != "POST":
         return _json(404, {"error": {"message": f"no such fake route {method} {path}"}})
     if path.endswith("/v1/messages/count_tokens") or path.endswith("count-tokens:rawPredict"):
