@@ -71,13 +71,6 @@ def normalize_usage(usage: Any) -> dict[str, int | None]:
     out: dict[str, int | None] = dict.fromkeys(TOKEN_KEYS)
     if usage is None:
         return out
-    if not isinstance(usage, dict) and hasattr(usage, "model_dump") and not hasattr(usage, "input_tokens"):
-        # pydantic objects from SDKs we do not know: read their fields as a dict.
-        try:
-            usage = usage.model_dump()
-        except Exception:  # noqa: BLE001 - a broken model is just unreadable usage
-            return out
-
     def count(obj: Any, name: str) -> int | None:
         return coerce_count(_get(obj, name), name)
 
