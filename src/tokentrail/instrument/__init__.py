@@ -113,7 +113,7 @@ def instrument(*names: str) -> dict[str, str]:
 
 def _patch(name: str) -> None:
     """Wrap the adapter's methods (idempotent); runs on import of the SDK, or at once if it is imported."""
-    from ._wrap import count_retry, request_wrappers
+    from ._wrap import count_retry, keep_raw, request_wrappers
 
     import wrapt
 
@@ -122,7 +122,7 @@ def _patch(name: str) -> None:
             return
         module = _adapter(name)
         sync_request, async_request = request_wrappers(module)
-        by_kind = {"sync": sync_request, "async": async_request, "retry": count_retry}
+        by_kind = {"sync": sync_request, "async": async_request, "retry": count_retry, "raw": keep_raw}
         done: list[tuple[type, str, Any]] = []
         try:
             for module_name, class_name, attribute, kind in module.PATCHES:

@@ -16,7 +16,13 @@ all pass through `BaseClient.request(cast_to, options, stream=, stream_cls=)`:
   type (`isinstance` holds), keeps each chunk and finishes the record when the
   stream is exhausted, fails, is closed, leaves its `with` block, or is
   garbage-collected unfinished (recorded with `metadata["stream_incomplete"]`);
-- the SDK's own retries are counted (`_sleep_for_retry`) into `attempt`.
+- the SDK's own retries are counted (`_sleep_for_retry`) into `attempt`;
+- what is kept until the worker runs is the request and response *bytes*
+  (`_process_response` sees them before the SDK parses), and for streams each
+  event's raw `data` string: keeping the SDK's parsed object trees alive
+  instead cost the calling thread more (garbage-collector and allocator work)
+  than all of the wrapper's own work. The worker parses the JSON; when no raw
+  bytes are at hand (a body streamed to the app), the parsed object is kept.
 """
 
 from __future__ import annotations
@@ -71,12 +77,13 @@ class Adapter:
 class SDKCall(PendingCall):
     """A call made through an instrumented SDK."""
 
-    __slots__ = ("adapter", "endpoint", "client", "body", "result", "chunks", "retries", "closed_early")
+    __slots__ = ("adapter", "endpoint", "client", "body", "result", "chunks", "retries", "closed_early",
+                 "raw_request", "raw_response")
 
     def __init__(self, adapter: Adapter, endpoint: Endpoint, client: Any, body: Any, model: Any, route: Any) -> None:
         super().__init__(None, model, endpoint.operation, adapter.NAME, route)
         self.adapter, self.endpoint, self.client, self.body = adapter, endpoint, client, body
-        self.result = self.chunks = None
+        self.result = self.chunks = self.raw_request = self.raw_response = None
         self.retries = 0
         self.closed_early = False
 
@@ -86,27 +93,38 @@ class SDKCall(PendingCall):
             self.provider = adapter.provider_of(self.client)
         fields["sdk_version"] = adapter.version
         fields["attempt"] = self.retries + 1
-        found, self.content_in = endpoint.request(self.body if isinstance(self.body, dict) else {})
+        body = _json(self.raw_request) if self.raw_request is not None else self.body
+        found, self.content_in = endpoint.request(body if isinstance(body, dict) else {})
         if self.chunks is not None:
-            got, self.content_out = endpoint.chunks(self.chunks) if endpoint.chunks else ({}, None)
+            # An error event is raised by the SDK, not yielded: it is not a chunk.
+            events = [e for e in map(_json, self.chunks) if e is not None and not (isinstance(e, dict) and "error" in e)]
+            got, self.content_out = endpoint.chunks(events) if endpoint.chunks else ({}, None)
+            found["chunk_count"] = len(events)  # the SDK yields one chunk per JSON event, unless the adapter says
             found.update({k: v for k, v in got.items() if v is not None})
-            found["chunk_count"] = len(self.chunks)
             extra = fields.setdefault("metadata", {})
             if self.first_chunk_ns is not None and self.end_ns is not None:
                 streamed_ms = (self.end_ns - self.first_chunk_ns) / 1e6
                 extra["stream_duration_ms"] = streamed_ms
                 if streamed_ms > 0:
-                    extra["chunks_per_s"] = len(self.chunks) / (streamed_ms / 1000)
+                    extra["chunks_per_s"] = found["chunk_count"] / (streamed_ms / 1000)
             if self.closed_early:
                 extra["stream_incomplete"] = True
         else:
-            data = _response_data(self.result)
+            data = _json(self.raw_response) if self.raw_response is not None else _response_data(self.result)
             if data is not None:
                 got, self.content_out = endpoint.response(data)
                 found.update({k: v for k, v in got.items() if v is not None})
         for name, value in found.items():
             if value is not None:
                 fields.setdefault(name, value)
+
+
+def _json(raw: Any) -> Any:
+    """Parsed JSON of raw bytes or text; None for anything else (`[DONE]`, audio, a torn body)."""
+    try:
+        return json.loads(raw)
+    except (TypeError, ValueError):
+        return None
 
 
 def _response_data(result: Any) -> Any:
@@ -156,8 +174,11 @@ def _start(adapter: Adapter, client: Any, args: tuple[Any, ...], kwargs: dict[st
 
 def _returned(call: SDKCall, result: Any, stream: bool) -> Any:
     call._leave()
+    if call.raw_request is not None:
+        call.body = None  # the worker reads the request from its bytes
     if not stream:
-        call.result = result
+        if call.raw_response is None:
+            call.result = result
         _finish(call)
         return result
     response = getattr(result, "response", None) or getattr(result, "http_response", None)
@@ -225,6 +246,22 @@ def request_wrappers(adapter: Adapter) -> tuple[Callable[..., Any], Callable[...
     return sync_request, async_request
 
 
+def keep_raw(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Wraps the SDK's `_process_response` (sync or async): keep the bytes of the open call's
+    request and response, before the SDK parses them into objects we would otherwise keep."""
+    call = current_span.get()
+    if type(call) is SDKCall:
+        try:
+            response = kwargs["response"]
+            if getattr(kwargs.get("options"), "files", None) is None:  # multipart bodies are not JSON
+                call.raw_request = response.request.content
+            if not kwargs.get("stream"):
+                call.raw_response = response.content  # raises when the body is streamed to the app
+        except Exception:  # noqa: BLE001 - no bytes at hand: the parsed result is kept instead
+            pass
+    return wrapped(*args, **kwargs)
+
+
 def count_retry(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Wraps the SDK's `_sleep_for_retry` (sync or async): one more attempt for the open call."""
     call = current_span.get()
@@ -243,27 +280,51 @@ def _call_of(stream: Any) -> SDKCall | None:
     return extensions.get(KEY) if isinstance(extensions, dict) else None
 
 
+def _sync_events(self: Any) -> Any:
+    """Per event: keep its raw `data` (a str: nothing for the garbage collector to scan), time the first."""
+    events = self._tokentrail_base._iter_events(self)
+    call = _call_of(self)
+    if call is None:
+        yield from events
+        return
+    kept = call.chunks
+    for event in events:
+        if not kept:
+            call.first_chunk_ns = _perf_ns()
+        kept.append(event.data)
+        yield event
+
+
+async def _async_events(self: Any) -> Any:
+    events = self._tokentrail_base._iter_events(self)
+    call = _call_of(self)
+    if call is None:
+        async for event in events:
+            yield event
+        return
+    kept = call.chunks
+    async for event in events:
+        if not kept:
+            call.first_chunk_ns = _perf_ns()
+        kept.append(event.data)
+        yield event
+
+
 def _sync_stream(self: Any) -> Any:
+    """The stream's end, failure or early close (`yield from`: no per-chunk bytecode here)."""
     chunks = self._tokentrail_base.__stream__(self)
     call = _call_of(self)
     if call is None:
         yield from chunks
         return
-    kept = call.chunks
     try:
-        for chunk in chunks:
-            if call.first_chunk_ns is None:
-                call.first_chunk_ns = _perf_ns()
-            kept.append(chunk)
-            yield chunk
+        yield from chunks
     except GeneratorExit:
         _finish(call, incomplete=True)
         raise
     except BaseException as exc:
         _finish(call, exc)
         raise
-    finally:
-        chunks.close()
     _finish(call)
 
 
@@ -274,12 +335,8 @@ async def _async_stream(self: Any) -> Any:
         async for chunk in chunks:
             yield chunk
         return
-    kept = call.chunks
     try:
         async for chunk in chunks:
-            if call.first_chunk_ns is None:
-                call.first_chunk_ns = _perf_ns()
-            kept.append(chunk)
             yield chunk
     except GeneratorExit:
         _finish(call, incomplete=True)
@@ -323,6 +380,7 @@ def tracked_stream_class(stream_cls: Any) -> type:
             "__qualname__": base.__qualname__,
             "_tokentrail_base": base,
             "__stream__": _async_stream if is_async else _sync_stream,
+            "_iter_events": _async_events if is_async else _sync_events,
             "close": _async_close if is_async else _sync_close,
         }
         cls = types.new_class(base.__name__, (stream_cls,), exec_body=lambda ns: ns.update(namespace))

@@ -29,6 +29,8 @@ PATCHES = (
     ("anthropic._base_client", "AsyncAPIClient", "request", "async"),
     ("anthropic._base_client", "SyncAPIClient", "_sleep_for_retry", "retry"),
     ("anthropic._base_client", "AsyncAPIClient", "_sleep_for_retry", "retry"),
+    ("anthropic._base_client", "SyncAPIClient", "_process_response", "raw"),
+    ("anthropic._base_client", "AsyncAPIClient", "_process_response", "raw"),
 )
 
 _PARAMS = ("max_tokens", "temperature", "top_p", "top_k", "stop_sequences", "tool_choice", "thinking", "service_tier", "stream")
@@ -85,6 +87,7 @@ def messages_chunks(events: list[Any]) -> tuple[dict[str, Any], Any]:
             if pick(event, "delta", "stop_reason"):
                 fields["finish_reasons"] = [pick(event, "delta", "stop_reason")]
     fields["tool_call_count"] = tools
+    fields["chunk_count"] = sum(1 for e in events if pick(e, "type") != "ping")  # the SDK does not yield pings
     fields.update(usage_fields(usage or None))
     return fields, "".join(text) or None
 

@@ -32,6 +32,8 @@ PATCHES = (
     ("openai._base_client", "AsyncAPIClient", "request", "async"),
     ("openai._base_client", "SyncAPIClient", "_sleep_for_retry", "retry"),
     ("openai._base_client", "AsyncAPIClient", "_sleep_for_retry", "retry"),
+    ("openai._base_client", "SyncAPIClient", "_process_response", "raw"),
+    ("openai._base_client", "AsyncAPIClient", "_process_response", "raw"),
 )
 
 _CHAT_PARAMS = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "frequency_penalty",
