@@ -40,7 +40,7 @@ from ..errors import BudgetExceeded
 from ..pending import PendingCall
 from ..tracker import _State, check_budget, route_if_recording, submit
 
-__all__ = ["Endpoint", "SDKCall", "Adapter", "tracked_stream_class"]
+__all__ = ["Endpoint", "SDKCall", "Adapter", "tracked_stream_class", "stainless_patches", "endpoint_by_path"]
 
 KEY = "tokentrail.call"  # where a stream's httpx response carries its pending call
 _perf_ns = time.perf_counter_ns
@@ -72,6 +72,32 @@ class Adapter:
     version: str = ""
     endpoint: Callable[[Any], Endpoint | None]
     provider_of: Callable[[Any], str]
+
+
+def stainless_patches(package: str) -> tuple[tuple[str, str, str, str], ...]:
+    """What to patch in an SDK generated from the Stainless template (openai, anthropic, groq, …):
+    (module, class, method, kind) for the shared wrapper's `request`, `retry` and `raw` wrappers."""
+    module = f"{package}._base_client"
+    return (
+        (module, "SyncAPIClient", "request", "sync"),
+        (module, "AsyncAPIClient", "request", "async"),
+        (module, "SyncAPIClient", "_sleep_for_retry", "retry"),
+        (module, "AsyncAPIClient", "_sleep_for_retry", "retry"),
+        (module, "SyncAPIClient", "_process_response", "raw"),
+        (module, "AsyncAPIClient", "_process_response", "raw"),
+    )
+
+
+def endpoint_by_path(endpoints: dict[str, Endpoint]) -> Callable[[Any], Endpoint | None]:
+    """An adapter's `endpoint(options)`: the POST endpoint the request's URL path names, or None."""
+
+    def endpoint(options: Any) -> Endpoint | None:
+        url = getattr(options, "url", None)
+        if getattr(options, "method", "post") != "post" or not isinstance(url, str):
+            return None
+        return endpoints.get(url.split("?", 1)[0])
+
+    return endpoint
 
 
 class SDKCall(PendingCall):

@@ -18,20 +18,13 @@ from typing import Any
 
 from ..semconv import provider_from_url
 from ..shapes import pick
-from ._wrap import Endpoint
+from ._wrap import Endpoint, endpoint_by_path, stainless_patches
 from .openai import params, usage_fields
 
 NAME = "anthropic"
 DISTRIBUTION = "anthropic"
 MIN_VERSION = (0, 32)
-PATCHES = (
-    ("anthropic._base_client", "SyncAPIClient", "request", "sync"),
-    ("anthropic._base_client", "AsyncAPIClient", "request", "async"),
-    ("anthropic._base_client", "SyncAPIClient", "_sleep_for_retry", "retry"),
-    ("anthropic._base_client", "AsyncAPIClient", "_sleep_for_retry", "retry"),
-    ("anthropic._base_client", "SyncAPIClient", "_process_response", "raw"),
-    ("anthropic._base_client", "AsyncAPIClient", "_process_response", "raw"),
-)
+PATCHES = stainless_patches("anthropic")
 
 _PARAMS = ("max_tokens", "temperature", "top_p", "top_k", "stop_sequences", "tool_choice", "thinking", "service_tier", "stream")
 
@@ -126,11 +119,7 @@ ENDPOINTS = {
 }
 
 
-def endpoint(options: Any) -> Endpoint | None:
-    url = getattr(options, "url", None)
-    if getattr(options, "method", "post") != "post" or not isinstance(url, str):
-        return None
-    return ENDPOINTS.get(url.split("?", 1)[0])
+endpoint = endpoint_by_path(ENDPOINTS)
 
 
 def provider_of(client: Any) -> str:

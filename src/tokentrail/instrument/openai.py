@@ -22,19 +22,12 @@ from typing import Any
 from ..semconv import provider_from_url
 from ..shapes import pick
 from ..usage import normalize_usage
-from ._wrap import Endpoint
+from ._wrap import Endpoint, endpoint_by_path, stainless_patches
 
 NAME = "openai"
 DISTRIBUTION = "openai"
 MIN_VERSION = (1, 0)
-PATCHES = (
-    ("openai._base_client", "SyncAPIClient", "request", "sync"),
-    ("openai._base_client", "AsyncAPIClient", "request", "async"),
-    ("openai._base_client", "SyncAPIClient", "_sleep_for_retry", "retry"),
-    ("openai._base_client", "AsyncAPIClient", "_sleep_for_retry", "retry"),
-    ("openai._base_client", "SyncAPIClient", "_process_response", "raw"),
-    ("openai._base_client", "AsyncAPIClient", "_process_response", "raw"),
-)
+PATCHES = stainless_patches("openai")
 
 _CHAT_PARAMS = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "frequency_penalty",
                 "presence_penalty", "seed", "stop", "n", "reasoning_effort", "service_tier", "logprobs",
@@ -238,11 +231,7 @@ ENDPOINTS = {
 }
 
 
-def endpoint(options: Any) -> Endpoint | None:
-    url = getattr(options, "url", None)
-    if getattr(options, "method", "post") != "post" or not isinstance(url, str):
-        return None
-    return ENDPOINTS.get(url.split("?", 1)[0])
+endpoint = endpoint_by_path(ENDPOINTS)
 
 
 def provider_of(client: Any) -> str:

@@ -108,37 +108,31 @@ class FakeProvider:
 
     # -- real SDK clients on the transport -----------------------------------------------------
 
-    def openai_client(self, **kwargs: Any) -> Any:
-        import openai
-
-        http = http_module("openai")
+    def _client(self, sdk: str, cls: str, asynchronous: bool, kwargs: dict[str, Any]) -> Any:
+        module = importlib.import_module(sdk)
+        http = http_module(sdk)
         kwargs.setdefault("max_retries", 0)
-        return openai.OpenAI(api_key="sk-fake", base_url="https://api.openai.com/v1",
-                             http_client=http.Client(transport=self.transport("openai")), **kwargs)
+        kwargs.setdefault("api_key", "sk-fake" if sdk == "openai" else "sk-ant-fake")
+        kwargs.setdefault("base_url", "https://api.openai.com/v1" if sdk == "openai" else "https://api.anthropic.com")
+        if asynchronous:
+            client = http.AsyncClient(transport=self.async_transport(sdk))
+        else:
+            client = http.Client(transport=self.transport(sdk))
+        return getattr(module, cls)(http_client=client, **kwargs)
+
+    def openai_client(self, **kwargs: Any) -> Any:
+        """A real `openai.OpenAI` on this fake (extra arguments go to the client)."""
+        return self._client("openai", "OpenAI", False, kwargs)
 
     def async_openai_client(self, **kwargs: Any) -> Any:
-        import openai
-
-        http = http_module("openai")
-        kwargs.setdefault("max_retries", 0)
-        return openai.AsyncOpenAI(api_key="sk-fake", base_url="https://api.openai.com/v1",
-                                  http_client=http.AsyncClient(transport=self.async_transport("openai")), **kwargs)
+        return self._client("openai", "AsyncOpenAI", True, kwargs)
 
     def anthropic_client(self, **kwargs: Any) -> Any:
-        import anthropic
-
-        http = http_module("anthropic")
-        kwargs.setdefault("max_retries", 0)
-        return anthropic.Anthropic(api_key="sk-ant-fake", base_url="https://api.anthropic.com",
-                                   http_client=http.Client(transport=self.transport("anthropic")), **kwargs)
+        """A real `anthropic.Anthropic` on this fake."""
+        return self._client("anthropic", "Anthropic", False, kwargs)
 
     def async_anthropic_client(self, **kwargs: Any) -> Any:
-        import anthropic
-
-        http = http_module("anthropic")
-        kwargs.setdefault("max_retries", 0)
-        return anthropic.AsyncAnthropic(api_key="sk-ant-fake", base_url="https://api.anthropic.com",
-                                        http_client=http.AsyncClient(transport=self.async_transport("anthropic")), **kwargs)
+        return self._client("anthropic", "AsyncAnthropic", True, kwargs)
 
     # -- real HTTP -----------------------------------------------------------------------------
 
