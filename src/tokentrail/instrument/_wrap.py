@@ -159,9 +159,10 @@ def _response_data(result: Any) -> Any:
     if raw is None:
         return result
     try:
-        return json.loads(raw.content)
-    except Exception:  # noqa: BLE001 - a body not read yet, or not JSON: nothing to read
+        content = raw.content
+    except Exception:  # noqa: BLE001 - a body streamed to the app and not read yet: nothing to read
         return None
+    return _json(content)
 
 
 def _finish(call: SDKCall, error: BaseException | None = None, incomplete: bool = False) -> None:
