@@ -329,6 +329,21 @@ class SQLiteStore:
     def outcomes(self, since: Any = None, until: Any = None, where: Any = None, limit: int | None = 100, order: str = "newest") -> list[Outcome]:
         return self._select(Outcome, since, until, where, limit, order)
 
+    def calls_after(self, cursor: int = 0, where: Any = None, limit: int = 1000) -> tuple[list[LLMCall], int]:
+        """Calls stored after `cursor` (in insertion order, so a call that started earlier but was
+        written later is not missed), and the cursor to pass next time. `cursor=-1`: from now on."""
+        table = _TABLES[LLMCall]
+        if cursor < 0:
+            return [], self._read("SELECT COALESCE(MAX(rowid), 0) FROM llm_calls")[0][0]
+        query = QueryBuilder(table.columns, table.time_column, style="qmark")
+        clause, params = query.where(where=where)
+        clause = (clause + " AND" if clause else " WHERE") + " rowid > ?"
+        rows = self._read(f"SELECT rowid, {', '.join(table.columns)} FROM llm_calls{clause} ORDER BY rowid LIMIT {query.limit(limit)}",
+                          [*params, cursor])
+        if not rows:
+            return [], cursor
+        return [table.record(row[1:]) for row in rows], rows[-1][0]
+
     def summary(self, group_by: Sequence[str] | str = ("model",), since: Any = None, until: Any = None, where: Any = None) -> list[dict[str, Any]]:
         """Per group: calls, tokens, cost, unpriced calls, errors, error rate, p50/p95 latency, p50 TTFT."""
         query = QueryBuilder(FIELDS[LLMCall], "started_at", style="qmark")
