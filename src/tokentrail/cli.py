@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import importlib.util
 import io
 import json
 import os
@@ -511,6 +512,9 @@ def demo_command(store_url: str | None) -> None:
     """
     from . import demo
 
+    missing = [sdk for sdk in ("openai", "anthropic") if importlib.util.find_spec(sdk) is None]
+    if missing:
+        raise click.UsageError(f"the demo drives the real SDKs: pip install {' '.join(missing)}")
     url = store_url or _default_store()
     with console.status("running the demo app against a local fake provider…"):
         made = demo.run(url)
