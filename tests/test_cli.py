@@ -141,8 +141,8 @@ def test_tail_follows_new_calls(tmp_path):
     tokentrail.log_llm_call(provider="openai", model="before", usage={"prompt_tokens": 1})
     tokentrail.flush(10)
     tail = subprocess.Popen([*BIN, "tail", "--store", url, "--count", "2", "--interval", "0.1", "--timeout", "30",
-                             "--where", "provider=openai"], stdout=subprocess.PIPE, text=True)
-    time.sleep(1.5)
+                             "--where", "provider=openai"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert "following new calls" in tail.stderr.readline()  # ready: calls from now on are shown
     for model in ("first", "second"):
         tokentrail.log_llm_call(provider="anthropic", model="ignored", usage={"input_tokens": 1})
         tokentrail.log_llm_call(provider="openai", model=model, usage={"prompt_tokens": 1})

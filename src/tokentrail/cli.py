@@ -273,6 +273,7 @@ def tail_command(interval: float, stop_after: int | None, timeout: float | None,
     store = _open(store_url)
     filt = report.parse_where(where) or None
     _, cursor = store.calls_after(-1)
+    click.echo(f"following new calls in {store.url} (Ctrl-C to stop)", err=True)
     seen, deadline = 0, (time.monotonic() + timeout) if timeout is not None else None
     try:
         while True:
