@@ -76,3 +76,14 @@ def test_same_attributes_object_reentered():
 def test_workflow_name_is_required():
     with pytest.raises(ValueError, match="non-empty name"):
         tokentrail.workflow("")
+
+
+def test_decorated_generator_finished_in_another_context_does_not_raise():
+    @tokentrail.attributes(user_id="u-gen")
+    def numbers():
+        yield current_attributes()["user_id"]
+        yield 2
+
+    gen = numbers()
+    assert next(gen) == "u-gen"  # the block is entered here...
+    assert contextvars.copy_context().run(lambda: list(gen)) == [2]  # ...and left in another context

@@ -67,6 +67,15 @@ def merge_attributes(base: dict[str, Any] | None, fields: dict[str, Any], tags: 
     return merged
 
 
+def reset_quietly(var: ContextVar[Any], token: Any) -> None:
+    """`var.reset(token)`, except when the block is left in another context than it was entered
+    in (a generator resumed elsewhere): Python refuses that reset, and it must not reach the app."""
+    try:
+        var.reset(token)
+    except ValueError:
+        pass
+
+
 def current_attributes() -> dict[str, Any]:
     """The attribution in effect here (a copy): `user_id`, `customer_id`, `feature`, `session_id`, `tags`, `metadata`."""
     found = attributes_var.get()
@@ -176,4 +185,4 @@ class attributes(_ContextBlock):
         return attributes_var.set(merged), dict(merged)
 
     def _exit(self, token: Any, exc: BaseException | None) -> None:
-        attributes_var.reset(token)
+        reset_quietly(attributes_var, token)

@@ -35,6 +35,7 @@ from .context import (
     current_workflow,
     merge_attributes,
     new_span_id,
+    reset_quietly,
     new_trace_id,
 )
 from .pending import PendingCall, PendingOutcome, PendingTool, record_id
@@ -65,12 +66,7 @@ class _SpanBlock:
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        if self.end_ns is not None:
-            return  # already closed
-        if exc is not None and self.error is None:
-            self.error = exc
-        self._close()
-        submit(self)
+        self._end(exc)
 
     async def __aenter__(self) -> Any:
         return self.__enter__()
@@ -382,14 +378,6 @@ def llm_instrumented(
     return decorator
 
 
-def _done(call: _InstrumentedCall, error: BaseException | None = None) -> None:
-    if call.end_ns is None:
-        if error is not None and call.error is None:
-            call.error = error
-        call._close()
-        submit(call)
-
-
 @contextlib.contextmanager
 def _calling(call: _InstrumentedCall | None) -> Iterator[Callable[[Any], Any]]:
     """Around one call of a decorated function: yields `keep(result)`, which stores and returns it."""
@@ -404,9 +392,9 @@ def _calling(call: _InstrumentedCall | None) -> Iterator[Callable[[Any], Any]]:
     try:
         yield keep
     except BaseException as exc:
-        _done(call, exc)
+        call._end(exc)
         raise
-    _done(call)
+    call._end()
 
 
 @contextlib.contextmanager
@@ -422,10 +410,10 @@ def _streaming(call: _InstrumentedCall | None) -> Iterator[None]:
         call.closed_early = True
         raise
     except BaseException as exc:
-        _done(call, exc)
+        call._end(exc)
         raise
     finally:
-        _done(call)
+        call._end()
 
 
 def _identity(value: Any) -> Any:
@@ -557,10 +545,7 @@ class workflow(_ContextBlock):
     def _exit(self, state: Any, exc: BaseException | None) -> None:
         tokens, _ = state
         for var, token in zip((current_workflow, current_span, attributes_var), tokens):
-            try:
-                var.reset(token)
-            except ValueError:  # exited in another context
-                pass
+            reset_quietly(var, token)
 
 
 def _emit(name: Any, value: Any, success: Any, attrs: dict[str, Any], run: WorkflowRun | None) -> None:

@@ -23,10 +23,11 @@ from typing import Any
 
 from . import log
 from .config import Settings
-from .context import ATTRIBUTION_FIELDS, _as_tags, attributes_var, current_span, current_workflow, new_span_id, new_trace_id
+from .context import ATTRIBUTION_FIELDS, _as_tags, attributes_var, current_span, current_workflow, new_span_id, new_trace_id, reset_quietly
 from .errors import CATEGORIES, categorize, status_code_of
 from .record import FIELDS, LLMCall, Outcome, ToolCall
 from .semconv import normalize_operation, normalize_provider
+from .tracker import submit
 from .usage import TOKEN_KEYS, coerce_count
 
 __all__ = ["PendingCall", "PendingTool", "PendingOutcome", "record_id"]
@@ -227,11 +228,18 @@ class _Pending:
     def _leave(self) -> None:
         """Stop being the parent of new spans (the call itself may go on: a stream)."""
         if self._token is not None:
-            try:
-                current_span.reset(self._token)
-            except ValueError:  # closed in another context (a generator resumed elsewhere)
-                pass
+            reset_quietly(current_span, self._token)
             self._token = None
+
+    def _end(self, error: BaseException | None = None) -> None:
+        """Finish once: note the first error, stop the clock, hand the record to the pipeline.
+        Later calls (a stream read to the end, then closed) do nothing."""
+        if self.end_ns is not None:
+            return
+        if error is not None and self.error is None:
+            self.error = error
+        self._close()
+        submit(self)
 
 
 _LLM_FIELDS = frozenset(FIELDS[LLMCall])

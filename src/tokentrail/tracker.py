@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 from . import log
 from .budget import BudgetBook, call_fields
 from .config import UNSET, Settings, load_settings
+from .context import reset_quietly
 from .errors import BudgetExceeded, ConfigError
 from . import pricing
 from .pricing import PriceBook
@@ -183,9 +184,8 @@ def check_budget(call: Any) -> None:
     try:
         book.check(fields)
     except BudgetExceeded as exc:
-        call.error, call.error_category = exc, "budget"
-        call._close()
-        submit(call)
+        call.error_category = "budget"
+        call._end(exc)
         raise
 
 
@@ -333,10 +333,7 @@ class tracking:
 
     def __exit__(self, *exc: Any) -> None:
         token, log_ = self._tokens.pop()
-        try:
-            _route.reset(token)
-        except ValueError:  # exited in another context (a generator resumed elsewhere)
-            pass
+        reset_quietly(_route, token)
         log_._settled()
 
     async def __aenter__(self) -> CallLog:

@@ -38,7 +38,7 @@ from .. import log
 from ..context import current_span
 from ..errors import BudgetExceeded
 from ..pending import PendingCall
-from ..tracker import _State, check_budget, route_if_recording, submit
+from ..tracker import _State, check_budget, route_if_recording
 
 __all__ = ["Endpoint", "SDKCall", "Adapter", "tracked_stream_class", "stainless_patches", "endpoint_by_path"]
 
@@ -166,13 +166,9 @@ def _response_data(result: Any) -> Any:
 
 
 def _finish(call: SDKCall, error: BaseException | None = None, incomplete: bool = False) -> None:
-    if call.end_ns is not None:
-        return  # already finished (exhausted, then closed)
-    call.end_ns = _perf_ns()
-    if error is not None:
-        call.error = error
-    call.closed_early = incomplete
-    submit(call)
+    if call.end_ns is None:  # else: already finished (read to the end, then closed)
+        call.closed_early = incomplete
+        call._end(error)
 
 
 # -- the request wrapper ---------------------------------------------------------------------------
