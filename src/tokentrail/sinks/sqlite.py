@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -175,7 +176,9 @@ class SQLiteStore:
         self._busy_ms = int(busy_timeout_s * 1000)
         self._local = threading.local()
         self._memory_conn: sqlite3.Connection | None = None
-        self._memory_lock = threading.RLock()
+        # One shared connection serves an in-memory store, so its users take turns; a file store
+        # gives each thread its own connection and needs no lock.
+        self._guard: Any = threading.RLock() if self.path == ":memory:" else contextlib.nullcontext()
         self._ready = False
         self._connection()  # fail now, with a clear message, if the file is unusable
 
@@ -274,7 +277,7 @@ class SQLiteStore:
         statements = [batch for table, items in by_table.items() for batch in table.batches(items)]
         for attempt in range(5):
             try:
-                with self._memory_lock if self.path == ":memory:" else _NO_LOCK:
+                with self._guard:
                     conn = self._connection()
                     conn.execute("BEGIN IMMEDIATE")
                     try:
@@ -293,7 +296,8 @@ class SQLiteStore:
 
     def after_fork(self) -> None:
         self._local = threading.local()
-        self._memory_lock = threading.RLock()
+        if self.path == ":memory:":
+            self._guard = threading.RLock()
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -307,7 +311,7 @@ class SQLiteStore:
     # -- the read side -----------------------------------------------------------------------------
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        with self._memory_lock if self.path == ":memory:" else _NO_LOCK:
+        with self._guard:
             return self._connection().execute(sql, params).fetchall()
 
     def _select(self, cls: type, since: Any, until: Any, where: Any, limit: int | None, order: str) -> list[Any]:
@@ -359,13 +363,3 @@ class SQLiteStore:
     def __repr__(self) -> str:
         return f"SQLiteStore({self.url!r})"
 
-
-class _NoLock:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
-
-
-_NO_LOCK = _NoLock()
