@@ -38,10 +38,10 @@ from .context import (
     reset_quietly,
     new_trace_id,
 )
-from .pending import PendingCall, PendingOutcome, PendingTool, record_id
+from .pending import PendingCall, PendingOutcome, PendingTool, coerce_field, record_id
 from .shapes import default_model, default_prompt, default_response_text, default_usage, pick
 from .tracker import check_budget, route_if_recording, submit
-from .usage import TOKEN_KEYS, coerce_count, normalize_usage
+from .usage import TOKEN_KEYS, normalize_usage
 
 __all__ = [
     "LLMSpan",
@@ -454,13 +454,10 @@ def log_llm_call(
     error = attrs.pop("error", None)
     _with_attrs(call, attrs)
     call.end_ns = call.start_ns
-    if duration_ms is not None:
-        duration = coerce_count(int(duration_ms * 1e6), "duration_ms") if isinstance(duration_ms, (int, float)) and not isinstance(duration_ms, bool) else None
-        if duration is None:
-            log.warn_once("coerce.duration_ms", "tokentrail: ignored duration_ms=%r: expected a non-negative number", duration_ms)
-        else:
-            call.start_ns -= duration
-            call.wall_ns -= duration
+    duration = coerce_field("duration_ms", duration_ms)  # None (and one warning) when unusable
+    if duration is not None:
+        call.start_ns -= int(duration * 1e6)
+        call.wall_ns -= int(duration * 1e6)
     if started_at is not None:
         from .sinks._query import parse_time
 

@@ -47,7 +47,7 @@ def coerce_count(value: Any, what: str) -> int | None:
     except (TypeError, ValueError, OverflowError):
         log.warn_once(
             f"coerce.{what}",
-            "tokentrail: ignored %s=%r: token counts must be non-negative whole numbers",
+            "tokentrail: ignored %s=%r: expected a non-negative whole number",
             what,
             value,
         )

@@ -39,8 +39,10 @@ from ..context import current_span
 from ..errors import BudgetExceeded
 from ..pending import PendingCall
 from ..tracker import _State, check_budget, route_if_recording
+from ..usage import normalize_usage
 
-__all__ = ["Endpoint", "SDKCall", "Adapter", "tracked_stream_class", "stainless_patches", "endpoint_by_path"]
+__all__ = ["Endpoint", "SDKCall", "Adapter", "tracked_stream_class", "stainless_patches", "endpoint_by_path",
+           "params", "usage_fields"]
 
 KEY = "tokentrail.call"  # where a stream's httpx response carries its pending call
 _perf_ns = time.perf_counter_ns
@@ -98,6 +100,29 @@ def endpoint_by_path(endpoints: dict[str, Endpoint]) -> Callable[[Any], Endpoint
         return endpoints.get(url.split("?", 1)[0])
 
     return endpoint
+
+
+# -- reading request bodies (shared by the adapters) ------------------------------------------------
+
+# The SDKs' markers for "argument not given" (falsy sentinels), which may sit in a request body.
+_NOT_GIVEN = ("Omit", "NotGiven")
+
+
+def params(body: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any] | None:
+    """The request's generation parameters; structured ones reduced to their `type` (no content)."""
+    out = {}
+    for name in names:
+        value = body.get(name)
+        if value is None or type(value).__name__ in _NOT_GIVEN:
+            continue
+        if isinstance(value, dict):
+            value = value.get("type") or value.get("effort") or {k: v for k, v in value.items() if isinstance(v, (int, float, str, bool))}
+        out[name] = value
+    return out or None
+
+
+def usage_fields(usage: Any) -> dict[str, Any]:
+    return {k: v for k, v in normalize_usage(usage).items() if v is not None}
 
 
 class SDKCall(PendingCall):

@@ -18,8 +18,7 @@ from typing import Any
 
 from ..semconv import provider_from_url
 from ..shapes import pick
-from ._wrap import Endpoint, endpoint_by_path, stainless_patches
-from .openai import params, usage_fields
+from ._wrap import Endpoint, endpoint_by_path, params, stainless_patches, usage_fields
 
 NAME = "anthropic"
 DISTRIBUTION = "anthropic"

@@ -21,8 +21,7 @@ from typing import Any
 
 from ..semconv import provider_from_url
 from ..shapes import pick
-from ..usage import normalize_usage
-from ._wrap import Endpoint, endpoint_by_path, stainless_patches
+from ._wrap import Endpoint, endpoint_by_path, params, stainless_patches, usage_fields
 
 NAME = "openai"
 DISTRIBUTION = "openai"
@@ -34,27 +33,6 @@ _CHAT_PARAMS = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "
                 "top_logprobs", "parallel_tool_calls", "tool_choice", "response_format", "stream")
 _RESPONSES_PARAMS = ("temperature", "top_p", "max_output_tokens", "service_tier", "tool_choice", "truncation",
                      "reasoning", "parallel_tool_calls", "stream", "previous_response_id")
-
-
-# The SDKs' markers for "argument not given" (falsy sentinels), which may sit in a request body.
-_NOT_GIVEN = ("Omit", "NotGiven")
-
-
-def params(body: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any] | None:
-    """The request's generation parameters; structured ones reduced to their `type` (no content)."""
-    out = {}
-    for name in names:
-        value = body.get(name)
-        if value is None or type(value).__name__ in _NOT_GIVEN:
-            continue
-        if isinstance(value, dict):
-            value = value.get("type") or value.get("effort") or {k: v for k, v in value.items() if isinstance(v, (int, float, str, bool))}
-        out[name] = value
-    return out or None
-
-
-def usage_fields(usage: Any) -> dict[str, Any]:
-    return {k: v for k, v in normalize_usage(usage).items() if v is not None}
 
 
 # -- chat completions ------------------------------------------------------------------------------
