@@ -7,7 +7,7 @@ import pytest
 
 import tokentrail
 from tokentrail import log as tt_log
-from tokentrail.tracker import _State
+from tokentrail import runtime
 
 
 @pytest.fixture(autouse=True)
@@ -21,8 +21,7 @@ def _isolated(tmp_path, monkeypatch):
     yield
     tokentrail.shutdown(timeout=5)
     tokentrail.uninstrument()
-    _State.pipeline = None
-    _State.recording = False
+    runtime.reset()
     tt_log.reset()
 
 

@@ -46,7 +46,7 @@ class Item:
         self.n = n
         self.finished_on = None
 
-    def _finish(self, settings):
+    def build(self, settings):
         self.finished_on = threading.current_thread().name
         return self
 
@@ -126,7 +126,7 @@ def test_flush_before_anything_and_after_shutdown():
 
 def test_finish_error_is_counted_not_raised(caplog):
     class Bad(Item):
-        def _finish(self, settings):
+        def build(self, settings):
             raise RuntimeError("cannot build")
 
     sink = Collect()

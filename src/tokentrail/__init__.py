@@ -10,12 +10,14 @@ is internal.
 from .budget import Budget, BudgetEvent
 from .context import attributes
 from .errors import BudgetExceeded, ConfigError, StoreError
-from .instrument import available, instrument, instrumented, uninstrument
+from . import instrument  # the package, callable as instrument(*names)
+from .instrument import available, instrumented, uninstrument
 from .manual import emit_outcome, llm_instrumented, log_llm_call, track_llm_call, track_tool_call, workflow
 from .record import LLMCall, Outcome, ToolCall
 from .sinks import open_store
 from .pricing import Cost, cost
-from .tracker import CallLog, Tracker, flush, get_active_sink, init, is_tracking, shutdown, track, tracking, untrack
+from .runtime import CallLog, flush, get_active_sink, is_tracking, track, tracking, untrack
+from .tracker import Tracker, init, shutdown
 
 __version__ = "0.1.0"
 

@@ -22,10 +22,10 @@ from typing import Any, Callable, Mapping
 from .budget import parse_budgets
 from .errors import ConfigError
 from .pricing import parse_model_aliases, parse_prices
+from .sinks import DEFAULT_STORE, exporter_names, normalize_exporter, normalize_store_url
 
-__all__ = ["Settings", "load_settings", "OPTIONS", "DEFAULT_STORE"]
+__all__ = ["Settings", "load_settings", "OPTIONS", "DEFAULT_STORE", "UNSET"]
 
-DEFAULT_STORE = "sqlite:///tokentrail.db"
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -81,21 +81,14 @@ def _number(kind: type, minimum: float, unit: str = "") -> Callable[[str, Any, s
 
 
 def _parse_store(name: str, value: Any, source: str) -> str | None:
-    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "off", "false")):
-        return None
-    if not isinstance(value, (str, os.PathLike)):
-        raise _bad(name, source, value, "a store URL such as sqlite:///tokentrail.db, or none")
-    text = os.fspath(value).strip()
-    scheme = text.split("://", 1)[0].lower() if "://" in text else ""
-    if scheme and scheme != "sqlite":
-        raise _bad(name, source, value, "sqlite:///relative/path.db, sqlite:////absolute/path.db, a file path, or none")
-    if not scheme:
-        text = "sqlite:///" + text
-    return text
+    try:
+        return normalize_store_url(value)
+    except ValueError as exc:
+        raise _bad(name, source, value, str(exc)) from None
 
 
 def _parse_exporters(name: str, value: Any, source: str) -> tuple[Any, ...]:
-    accepted = "a list of 'console', 'jsonl:PATH', or objects with an export(records) method"
+    accepted = f"a list of {', '.join(repr(n) for n in exporter_names())}, or objects with an export(records) method"
     if value is None:
         return ()
     if isinstance(value, str):
@@ -106,26 +99,16 @@ def _parse_exporters(name: str, value: Any, source: str) -> tuple[Any, ...]:
         raise _bad(name, source, value, accepted) from None
     out: list[Any] = []
     for item in items:
-        if isinstance(item, str):
-            spec = item.strip()
-            kind, _, arg = spec.partition(":")
-            if kind.lower() == "console" and not arg:
-                out.append("console")
-            elif kind.lower() == "jsonl" and arg.strip():
-                out.append("jsonl:" + arg.strip())
-            else:
-                raise _bad(name, source, item, accepted)
-        elif callable(getattr(item, "export", None)):
-            out.append(item)
-        else:
-            raise _bad(name, source, item, accepted)
+        try:
+            out.append(normalize_exporter(item))
+        except ValueError:
+            raise _bad(name, source, item, accepted) from None
     return tuple(out)
 
 
 def _parse_instrument(name: str, value: Any, source: str) -> bool | tuple[str, ...]:
-    from .instrument import ADAPTERS
-
-    accepted = f"true, false, or a list of SDK names ({', '.join(ADAPTERS)})"
+    # Which names exist is the adapter registry's business: `init()` checks them there.
+    accepted = "true, false, or a list of SDK names"
     if isinstance(value, bool):
         return value
     if isinstance(value, str):
@@ -134,9 +117,6 @@ def _parse_instrument(name: str, value: Any, source: str) -> bool | tuple[str, .
         value = [part.strip() for part in value.split(",") if part.strip()]
     if not isinstance(value, (list, tuple, set)) or not all(isinstance(v, str) for v in value):
         raise _bad(name, source, value, accepted)
-    unknown = [v for v in value if v not in ADAPTERS]
-    if unknown:
-        raise _bad(name, source, unknown, accepted)
     return tuple(value)
 
 
@@ -219,7 +199,7 @@ def load_settings(
 ) -> Settings:
     """Settings from arguments > environment > config file > defaults (see the module docstring)."""
     env = os.environ if env is None else env
-    arguments = {k: v for k, v in (arguments or {}).items() if v is not _UNSET}
+    arguments = {k: v for k, v in (arguments or {}).items() if v is not UNSET}
     unknown = set(arguments) - set(OPTIONS)
     if unknown:
         raise ConfigError(f"tokentrail: unknown option(s) {sorted(unknown)}; known: {sorted(OPTIONS)}")
@@ -256,5 +236,4 @@ class _Unset:
 
 
 # Marks an init() argument the caller did not pass, so lower layers may supply it.
-_UNSET: Any = _Unset()
-UNSET = _UNSET
+UNSET: Any = _Unset()

@@ -42,7 +42,7 @@ def new_span_id() -> int:
     return _rand(64) or 1
 
 
-def _as_tags(tags: Any) -> tuple[str, ...]:
+def as_tags(tags: Any) -> tuple[str, ...]:
     if tags is None:
         return ()
     if isinstance(tags, str):
@@ -58,7 +58,7 @@ def merge_attributes(base: dict[str, Any] | None, fields: dict[str, Any], tags: 
     for name, value in fields.items():
         if value is not None:
             merged[name] = value if isinstance(value, str) else str(value)
-    new_tags = _as_tags(tags)
+    new_tags = as_tags(tags)
     if new_tags:
         old = merged.get("tags", ())
         merged["tags"] = old + tuple(t for t in new_tags if t not in old)
@@ -82,7 +82,7 @@ def current_attributes() -> dict[str, Any]:
     return dict(found) if found else {}
 
 
-class _ContextBlock:
+class ContextBlock:
     """Base of context managers that also decorate sync, async and generator functions.
 
     Subclasses implement `_enter()` -> (state, value for `as`) and
@@ -91,7 +91,7 @@ class _ContextBlock:
     so one decorator is safe across threads and tasks.
     """
 
-    def _copy(self) -> _ContextBlock:
+    def _copy(self) -> ContextBlock:
         fresh = copy.copy(self)
         fresh.__dict__.pop("_states", None)
         return fresh
@@ -156,7 +156,7 @@ def decorate(func: Callable[..., Any], make_block: Callable[[], Any]) -> Callabl
     return wrapper
 
 
-class attributes(_ContextBlock):
+class attributes(ContextBlock):
     """Label every call inside the block (or the decorated function) with who and what it was for.
 
     Nested blocks merge, the inner value winning; `tags` accumulate; extra

@@ -51,3 +51,9 @@ def counts() -> dict[str, int]:
 def reset() -> None:
     with _lock:
         _counts.clear()
+
+
+def after_fork_in_child() -> None:
+    """A fresh lock in a forked child: the parent's may have been held by another thread at fork time."""
+    global _lock
+    _lock = threading.Lock()

@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable, Iterator
 from . import log
 from .context import (
     ATTRIBUTION_FIELDS,
-    _ContextBlock,
+    ContextBlock,
     attributes_var,
     current_span,
     current_workflow,
@@ -40,7 +40,7 @@ from .context import (
 )
 from .pending import PendingCall, PendingOutcome, PendingTool, coerce_field, record_id
 from .shapes import default_model, default_prompt, default_response_text, default_usage, pick
-from .tracker import check_budget, route_if_recording, submit
+from .runtime import check_budget, route_if_recording, submit
 from .usage import TOKEN_KEYS, normalize_usage
 
 __all__ = [
@@ -62,11 +62,11 @@ class _SpanBlock:
     __slots__ = ()
 
     def __enter__(self) -> Any:
-        self._open()
+        self.enter()
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        self._end(exc)
+        self.finish(exc)
 
     async def __aenter__(self) -> Any:
         return self.__enter__()
@@ -155,7 +155,7 @@ class LLMSpan(_SpanBlock, PendingCall):
         if output is not None:
             self.content_out = output
 
-    def _extract(self, settings: Any) -> None:
+    def extract(self, settings: Any) -> None:
         usage = self.fields.pop("_usage", None)
         if usage is not None:
             for name, value in normalize_usage(usage).items():
@@ -266,7 +266,7 @@ class _InstrumentedCall(PendingCall):
         self.extractors = extractors
         self.closed_early = False
 
-    def _extract(self, settings: Any) -> None:
+    def extract(self, settings: Any) -> None:
         usage_of, prompt_of, text_of, model_of = self.extractors
         fields = self.fields
         if self.call_args is not None and self.content_in is None:
@@ -331,7 +331,7 @@ def llm_instrumented(
         call = _with_attrs(_InstrumentedCall(provider, model or kwargs.get("model"), operation, route, extractors), attrs)
         call.call_args = (args, kwargs)
         check_budget(call)
-        call._open()
+        call.enter()
         return call
 
     def decorator(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -392,9 +392,9 @@ def _calling(call: _InstrumentedCall | None) -> Iterator[Callable[[Any], Any]]:
     try:
         yield keep
     except BaseException as exc:
-        call._end(exc)
+        call.finish(exc)
         raise
-    call._end()
+    call.finish()
 
 
 @contextlib.contextmanager
@@ -410,10 +410,10 @@ def _streaming(call: _InstrumentedCall | None) -> Iterator[None]:
         call.closed_early = True
         raise
     except BaseException as exc:
-        call._end(exc)
+        call.finish(exc)
         raise
     finally:
-        call._end()
+        call.finish()
 
 
 def _identity(value: Any) -> Any:
@@ -459,7 +459,7 @@ def log_llm_call(
         call.start_ns -= int(duration * 1e6)
         call.wall_ns -= int(duration * 1e6)
     if started_at is not None:
-        from .sinks._query import parse_time
+        from .times import parse_time
 
         try:
             call.wall_ns = int(parse_time(started_at).timestamp() * 1e9)
@@ -507,7 +507,7 @@ class WorkflowRun:
         return f"<WorkflowRun {self.name} {self.run_id}>"
 
 
-class workflow(_ContextBlock):
+class workflow(ContextBlock):
     """One run of a business workflow; every call inside carries its name and run id.
 
         with tokentrail.workflow("support-ticket", customer_id="acme") as run:

@@ -1,13 +1,13 @@
 """Pending records: what the calling thread hands the pipeline, and how the worker finishes them.
 
 The calling thread only reads clocks, keeps references (arguments, response,
-exception, the attribution snapshot) and sets raw values; `_finish(settings)`
+exception, the attribution snapshot) and sets raw values; `build(settings)`
 runs on the worker and does everything else: id formatting, provider and
 operation names, coercing bad values (one warning per kind, never an
 exception), attribution, the content switch, error classification.
 
 `PendingCall` is the base of the manual `LLMSpan` and of every SDK adapter's
-pending call; an adapter overrides `_extract()` to fill `fields` from the raw
+pending call; an adapter overrides `extract()` to fill `fields` from the raw
 request and response. Content (messages, output, tool arguments and results)
 is kept or dropped *here*, from `settings.capture_content`, so no adapter can
 forget the switch.
@@ -22,12 +22,13 @@ from datetime import datetime, timezone
 from typing import Any
 
 from . import log
+from .budget import call_fields
 from .config import Settings
-from .context import ATTRIBUTION_FIELDS, _as_tags, attributes_var, current_span, current_workflow, new_span_id, new_trace_id, reset_quietly
+from .context import ATTRIBUTION_FIELDS, as_tags, attributes_var, current_span, current_workflow, new_span_id, new_trace_id, reset_quietly
 from .errors import CATEGORIES, categorize, status_code_of
 from .record import FIELDS, LLMCall, Outcome, ToolCall
 from .semconv import normalize_operation, normalize_provider
-from .tracker import submit
+from .runtime import submit
 from .usage import TOKEN_KEYS, coerce_count
 
 __all__ = ["PendingCall", "PendingTool", "PendingOutcome", "record_id"]
@@ -83,7 +84,7 @@ def _str(value: Any, name: str) -> str:
 def _str_list(value: Any, name: str) -> list[str]:
     if type(value) is list and all(type(item) is str for item in value):
         return value
-    return list(_as_tags(value))
+    return list(as_tags(value))
 
 
 def _dict(value: Any, name: str) -> dict[str, Any] | None:
@@ -211,34 +212,32 @@ class _Pending:
                     out["metadata"] = {**out.get("metadata", {}), **value}
             elif name == "tags":
                 tags = out.get("tags", [])
-                out["tags"] = tags + [t for t in _as_tags(value) if t not in tags]
+                out["tags"] = tags + [t for t in as_tags(value) if t not in tags]
             elif name in allowed:
                 out[name] = coerce_field(name, value)
             else:
                 out.setdefault("metadata", {})[name] = value
 
     # Span protocol: parent of the spans opened inside it.
-    def _open(self) -> None:
+    def enter(self) -> None:
+        """Become the parent of the spans opened from here on in this context."""
         self._token = current_span.set(self)
 
-    def _close(self) -> None:
-        self.end_ns = _perf_ns()
-        self._leave()
-
-    def _leave(self) -> None:
+    def leave(self) -> None:
         """Stop being the parent of new spans (the call itself may go on: a stream)."""
         if self._token is not None:
             reset_quietly(current_span, self._token)
             self._token = None
 
-    def _end(self, error: BaseException | None = None) -> None:
+    def finish(self, error: BaseException | None = None) -> None:
         """Finish once: note the first error, stop the clock, hand the record to the pipeline.
         Later calls (a stream read to the end, then closed) do nothing."""
         if self.end_ns is not None:
             return
         if error is not None and self.error is None:
             self.error = error
-        self._close()
+        self.end_ns = _perf_ns()
+        self.leave()
         submit(self)
 
 
@@ -265,12 +264,21 @@ class PendingCall(_Pending):
         self.first_chunk_ns = None
         self._capture(route)
 
-    def _extract(self, settings: Settings) -> None:
+    def scope_fields(self, needed: frozenset[str]) -> dict[str, Any]:
+        """The budget-scope fields (only those in `needed`) of this call, before it starts (calling thread)."""
+        return call_fields(needed, self._attrs, self.fields, self._workflow, self.provider, self.model)
+
+    def refuse(self, exc: BaseException) -> None:
+        """A budget refused this call before the provider was called: record it as failed."""
+        self.error_category = "budget"
+        self.finish(exc)
+
+    def extract(self, settings: Settings) -> None:
         """Adapters fill `self.fields` / `content_*` from the raw request and response here (worker)."""
 
-    def _finish(self, settings: Settings) -> LLMCall:
+    def build(self, settings: Settings) -> LLMCall:
         try:
-            self._extract(settings)
+            self.extract(settings)
         except Exception as exc:  # noqa: BLE001 - record what we have
             log.error_once(f"extract.{type(self).__name__}", "tokentrail: could not read a response; recorded what was readable", exc)
         out = self._base("started_at")
@@ -314,7 +322,7 @@ class PendingTool(_Pending):
         self.result = None
         self._capture(route)
 
-    def _finish(self, settings: Settings) -> ToolCall:
+    def build(self, settings: Settings) -> ToolCall:
         out = self._base("started_at")
         out["name"] = str(self.name)
         self._apply(out, _TOOL_FIELDS)
@@ -342,7 +350,7 @@ class PendingOutcome(_Pending):
         self.run = run if run is not None else self._workflow
         self._workflow = self.run
 
-    def _finish(self, settings: Settings) -> Outcome:
+    def build(self, settings: Settings) -> Outcome:
         out = self._base("recorded_at", timed=False)
         if self.run is not None:
             out["trace_id"] = f"{self.run.trace:032x}"

@@ -3,7 +3,7 @@
 The calling thread's whole cost is `Pipeline.submit`: a length check and a
 `deque.append` (both atomic under the GIL, no lock). The worker wakes every
 `flush_interval` (or at once when `flush()` asks or a batch is full), turns
-each pending item into records (`item._finish(settings)`), runs the
+each pending item into records (`item.build(settings)`), runs the
 processors (pricing, budget counters), and hands each sink its share of the
 batch.
 
@@ -185,7 +185,7 @@ class Pipeline:
         default_records: list[Any] = []
         for item in items:
             try:
-                record = item._finish(settings)
+                record = item.build(settings)
                 for process in processors:
                     process(record)
             except Exception as exc:  # noqa: BLE001

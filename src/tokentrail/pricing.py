@@ -32,14 +32,14 @@ import math
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from . import log
 from .errors import ConfigError
 from .record import LLMCall
 from .semconv import infer_provider, normalize_provider
 
-__all__ = ["Cost", "PriceBook", "cost", "parse_prices", "parse_model_aliases"]
+__all__ = ["Cost", "PriceBook", "Rates", "cost", "parse_prices", "parse_model_aliases", "default_book", "use_book", "active_book"]
 
 # Our provider names -> genai-prices provider ids, in the order to try.
 GENAI_PROVIDERS: dict[str, tuple[str, ...]] = {
@@ -83,7 +83,7 @@ class Cost:
     source: str  # "custom" or "genai-prices <version>"
 
 
-class _Tiered:
+class Tiered:
     """A per-token rate that changes with the call's total input tokens ("cliff" tiers, as genai-prices)."""
 
     __slots__ = ("base", "tiers")
@@ -164,7 +164,7 @@ def _per_token(value: Any, per: int) -> Any:
     if value is None:
         return None
     if isinstance(value, TieredPrices):
-        return _Tiered(float(value.base) / per, [(t.start, float(t.price) / per) for t in value.tiers])
+        return Tiered(float(value.base) / per, [(t.start, float(t.price) / per) for t in value.tiers])
     return float(value) / per
 
 
@@ -363,12 +363,22 @@ class PriceBook:
 
 
 @functools.lru_cache(maxsize=None)
-def _default_book() -> PriceBook:
+def default_book() -> PriceBook:
+    """The book used before `init()`: the genai-prices database, no custom prices."""
     return PriceBook()
 
 
-# The book `cost()` asks: the active tracker's (with its custom prices), set by `init()`.
-active_book: Callable[[], PriceBook] = _default_book
+_active: PriceBook | None = None  # the active tracker's book (with its custom prices), set by `init()`
+
+
+def use_book(book: PriceBook | None) -> None:
+    """Make `cost()` ask `book` (None: the default book again)."""
+    global _active
+    _active = book
+
+
+def active_book() -> PriceBook:
+    return _active if _active is not None else default_book()
 
 
 def cost(

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-__all__ = ["LLMCall", "ToolCall", "Outcome", "to_dict", "kind_of"]
+__all__ = ["LLMCall", "ToolCall", "Outcome", "to_dict", "kind_of", "FIELDS", "FIELD_KINDS", "RECORD_TYPES"]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -127,8 +127,29 @@ class Outcome:
     metadata: dict[str, Any] | None = None
 
 
+RECORD_TYPES = (LLMCall, ToolCall, Outcome)
+
 FIELDS: dict[type, tuple[str, ...]] = {
-    cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in (LLMCall, ToolCall, Outcome)
+    cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in RECORD_TYPES
+}
+
+# The one declaration of every field's type, read off the annotations above:
+# `int`, `float`, `bool`, `str`, `datetime`, `str_list` (finish reasons, tags),
+# `dict` (request params, metadata) or `json` (anything else JSON can hold).
+# Coercion (pending.py) and every store's columns (sinks/schema.py) derive from it.
+_KIND_OF_ANNOTATION = {
+    "int": "int", "float": "float", "bool": "bool", "str": "str", "datetime": "datetime",
+    "list[str]": "str_list", "dict[str, Any]": "dict",
+}
+
+
+def _kind(annotation: str) -> str:
+    bare = annotation.replace(" | None", "").strip()
+    return _KIND_OF_ANNOTATION.get(bare, "json")
+
+
+FIELD_KINDS: dict[type, dict[str, str]] = {
+    cls: {f.name: _kind(str(f.type)) for f in dataclasses.fields(cls)} for cls in RECORD_TYPES
 }
 
 _KINDS = {LLMCall: "llm_call", ToolCall: "tool_call", Outcome: "outcome"}

@@ -5,6 +5,10 @@
     tokentrail.instrumented()   # {"openai": "3.54.0", ...} — patched now
     tokentrail.uninstrument()   # restore the original methods
 
+`tokentrail.instrument` is both this package and the public function: the
+package's module object is callable (`tokentrail.instrument("openai")` calls
+`instrument()`), so `import tokentrail.instrument.openai` works as well.
+
 Patching is idempotent and reversible. An SDK imported after `instrument()`
 is patched on import (a post-import hook), which is what `import
 tokentrail.auto` relies on. An installed SDK older than its adapter supports
@@ -16,7 +20,7 @@ from __future__ import annotations
 import importlib
 import sys
 import threading
-from importlib import metadata
+import types
 from typing import Any
 
 from .. import log
@@ -40,6 +44,8 @@ def _adapter(name: str) -> Any:
 
 
 def _version(distribution: str) -> str | None:
+    from importlib import metadata  # ~15 ms to import: only when asked
+
     try:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:
@@ -147,3 +153,13 @@ def uninstrument(*names: str) -> None:
             _wanted.discard(name)
             for owner, attribute, original in _patched.pop(name, ()):
                 setattr(owner, attribute, original)
+
+
+class _CallableModule(types.ModuleType):
+    """This package, callable as the public `instrument()` function."""
+
+    def __call__(self, *names: str) -> dict[str, str]:
+        return instrument(*names)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -38,7 +38,7 @@ from .. import log
 from ..context import current_span
 from ..errors import BudgetExceeded
 from ..pending import PendingCall
-from ..tracker import _State, check_budget, route_if_recording
+from ..runtime import budgets_active, check_budget, route_if_recording
 from ..usage import normalize_usage
 
 __all__ = ["Endpoint", "SDKCall", "Adapter", "tracked_stream_class", "stainless_patches", "endpoint_by_path",
@@ -138,7 +138,7 @@ class SDKCall(PendingCall):
         self.retries = 0
         self.closed_early = False
 
-    def _extract(self, settings: Any) -> None:
+    def extract(self, settings: Any) -> None:
         adapter, endpoint, fields = self.adapter, self.endpoint, self.fields
         if self.provider is None:
             self.provider = adapter.provider_of(self.client)
@@ -193,7 +193,7 @@ def _response_data(result: Any) -> Any:
 def _finish(call: SDKCall, error: BaseException | None = None, incomplete: bool = False) -> None:
     if call.end_ns is None:  # else: already finished (read to the end, then closed)
         call.closed_early = incomplete
-        call._end(error)
+        call.finish(error)
 
 
 # -- the request wrapper ---------------------------------------------------------------------------
@@ -210,18 +210,18 @@ def _start(adapter: Adapter, client: Any, args: tuple[Any, ...], kwargs: dict[st
     body = getattr(options, "json_data", None)
     model = body.get("model") if type(body) is dict else None
     call = SDKCall(adapter, endpoint, client, body, model, route)
-    if _State.budgets is not None:
+    if budgets_active():
         call.provider = adapter.provider_of(client)
         check_budget(call)
     stream_cls = kwargs.get("stream_cls")
     if stream_cls is not None and kwargs.get("stream"):
         kwargs["stream_cls"] = tracked_stream_class(stream_cls)
-    call._open()
+    call.enter()
     return call
 
 
 def _returned(call: SDKCall, result: Any, stream: bool) -> Any:
-    call._leave()
+    call.leave()
     if call.raw_request is not None:
         call.body = None  # the worker reads the request from its bytes
     if not stream:
@@ -241,7 +241,7 @@ def _returned(call: SDKCall, result: Any, stream: bool) -> Any:
 
 
 def _failed(call: SDKCall, exc: BaseException) -> None:
-    call._leave()
+    call.leave()
     _finish(call, exc)
 
 

@@ -29,24 +29,29 @@ class InMemorySink:
                 elif isinstance(record, Outcome):
                     self._outcomes.append(record)
 
-    def _settled(self) -> None:
+    def before_read(self) -> None:
         """Hook for subclasses that must wait for records still in flight."""
+
+    def counts(self) -> tuple[int, int, int]:
+        """How many calls, tool calls and outcomes are here now (no waiting)."""
+        with self._lock:
+            return len(self._calls), len(self._tool_calls), len(self._outcomes)
 
     @property
     def calls(self) -> list[LLMCall]:
-        self._settled()
+        self.before_read()
         with self._lock:
             return list(self._calls)
 
     @property
     def tool_calls(self) -> list[ToolCall]:
-        self._settled()
+        self.before_read()
         with self._lock:
             return list(self._tool_calls)
 
     @property
     def outcomes(self) -> list[Outcome]:
-        self._settled()
+        self.before_read()
         with self._lock:
             return list(self._outcomes)
 

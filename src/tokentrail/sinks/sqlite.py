@@ -14,71 +14,24 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sqlite3
 import threading
 import time
 from datetime import datetime, timezone
-from itertools import compress, repeat
-from operator import attrgetter, is_not
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 from ..errors import StoreError
 from ..record import FIELDS, LLMCall, Outcome, ToolCall
-from ._query import QueryBuilder, percentile
+from .query import QueryBuilder, percentile
+from .schema import DIALECTS, SCHEMA_VERSION, TABLES, TableCodec, codecs, migrations
 
 __all__ = ["SQLiteStore", "SCHEMA_VERSION"]
 
-TABLES = {LLMCall: "llm_calls", ToolCall: "tool_calls", Outcome: "outcomes"}
-JSON_COLUMNS = {"finish_reasons", "request_params", "tags", "metadata", "input_messages", "arguments", "result"}
-TIME_COLUMNS = {"started_at", "recorded_at"}
-BOOL_COLUMNS = {"stream", "cache_hit", "success"}
-INT_COLUMNS = {
-    "input_tokens", "output_tokens", "total_tokens", "cache_read_tokens", "cache_write_tokens",
-    "reasoning_tokens", "chunk_count", "message_count", "tool_call_count", "status_code", "attempt",
-}
-REAL_COLUMNS = {"duration_ms", "cost_usd", "input_cost_usd", "output_cost_usd", "ttft_ms", "value"}
-
-
-def _column_type(name: str) -> str:
-    if name in INT_COLUMNS or name in BOOL_COLUMNS:
-        return "INTEGER"
-    if name in REAL_COLUMNS:
-        return "REAL"
-    return "TEXT"
-
-
-def _create_table(cls: type) -> str:
-    columns = ",\n  ".join(
-        f"{name} TEXT PRIMARY KEY" if name == "id" else f"{name} {_column_type(name)}" for name in FIELDS[cls]
-    )
-    return f"CREATE TABLE IF NOT EXISTS {TABLES[cls]} (\n  {columns}\n)"
-
-
-def _index(table: str, column: str, time_column: str = "started_at") -> str:
-    # Partial indexes: a column that is mostly NULL costs nothing on insert.
-    return (
-        f"CREATE INDEX IF NOT EXISTS ix_{table}_{column} ON {table} ({column}, {time_column}) "
-        f"WHERE {column} IS NOT NULL"
-    )
-
-
-# Version -> statements. Append, never edit: a store at version N runs N+1.. on open.
-MIGRATIONS: dict[int, list[str]] = {
-    1: [
-        _create_table(LLMCall),
-        _create_table(ToolCall),
-        _create_table(Outcome),
-        "CREATE INDEX IF NOT EXISTS ix_llm_calls_started_at ON llm_calls (started_at)",
-        *(_index("llm_calls", c) for c in ("user_id", "customer_id", "feature", "workflow_run_id")),
-        "CREATE INDEX IF NOT EXISTS ix_tool_calls_started_at ON tool_calls (started_at)",
-        "CREATE INDEX IF NOT EXISTS ix_outcomes_recorded_at ON outcomes (recorded_at)",
-        _index("outcomes", "workflow_run_id", "recorded_at"),
-    ],
-}
-SCHEMA_VERSION = max(MIGRATIONS)
+_DIALECT = DIALECTS["sqlite"]
+MIGRATIONS = migrations(_DIALECT)
+_TABLES = codecs(_DIALECT)
 
 
 def path_of(url: str) -> str:
@@ -88,81 +41,6 @@ def path_of(url: str) -> str:
     if path in ("", ":memory:"):
         return ":memory:"
     return str(Path(path).expanduser())
-
-
-# One encoder for all rows: json.dumps() with options builds a new encoder per call.
-_encode = json.JSONEncoder(default=str, separators=(",", ":")).encode
-
-
-def _to_row(values: Sequence[Any], json_idx: tuple[int, ...], time_idx: tuple[int, ...]) -> list[Any]:
-    row = list(values)
-    for i in json_idx:
-        if row[i] is not None:
-            row[i] = _encode(row[i])
-    for i in time_idx:
-        if row[i] is not None:
-            row[i] = row[i].isoformat(timespec="microseconds")
-    return row
-
-
-class _Table:
-    """How one record type goes in and out of its table."""
-
-    def __init__(self, cls: type) -> None:
-        self.cls = cls
-        self.name = TABLES[cls]
-        self.columns = FIELDS[cls]
-        self.get = attrgetter(*self.columns)
-        self.json_idx = tuple(i for i, c in enumerate(self.columns) if c in JSON_COLUMNS)
-        self.time_idx = tuple(i for i, c in enumerate(self.columns) if c in TIME_COLUMNS)
-        self.bool_idx = tuple(i for i, c in enumerate(self.columns) if c in BOOL_COLUMNS)
-        self._inserts: dict[tuple[bool, ...], str] = {}
-        self.time_column = "recorded_at" if cls is Outcome else "started_at"
-
-    def batches(self, records: Iterable[Any]) -> list[tuple[str, list[list[Any]]]]:
-        """(INSERT statement, rows) per shape of non-NULL columns.
-
-        Binding a parameter costs as much as the rest of the insert, and most
-        of a record's 45 fields are NULL; so each row binds only the columns it
-        has. Records from one source share a shape, so a batch needs few
-        statements (and sqlite3 caches them).
-        """
-        get, json_idx, time_idx = self.get, self.json_idx, self.time_idx
-        groups: dict[tuple[bool, ...], list[list[Any]]] = {}
-        for record in records:
-            row = _to_row(get(record), json_idx, time_idx)
-            shape = tuple(map(is_not, row, _NONES))
-            rows = groups.get(shape)
-            if rows is None:
-                rows = groups[shape] = []
-            rows.append(list(compress(row, shape)))
-        return [(self._insert(shape), rows) for shape, rows in groups.items()]
-
-    def _insert(self, shape: tuple[bool, ...]) -> str:
-        sql = self._inserts.get(shape)
-        if sql is None:
-            names = list(compress(self.columns, shape))
-            sql = self._inserts[shape] = (
-                f"INSERT OR IGNORE INTO {self.name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
-            )
-        return sql
-
-    def record(self, row: Sequence[Any]) -> Any:
-        values = list(row)
-        for i in self.json_idx:
-            if values[i] is not None:
-                values[i] = json.loads(values[i])
-        for i in self.time_idx:
-            if values[i] is not None:
-                values[i] = datetime.fromisoformat(values[i])
-        for i in self.bool_idx:
-            if values[i] is not None:
-                values[i] = bool(values[i])
-        return self.cls(**dict(zip(self.columns, values)))
-
-
-_TABLES = {cls: _Table(cls) for cls in TABLES}
-_NONES = repeat(None)
 
 
 class SQLiteStore:
@@ -269,7 +147,7 @@ class SQLiteStore:
 
     def export(self, records: Sequence[Any]) -> None:
         """Write a batch in one transaction; retried while another process holds the lock."""
-        by_table: dict[_Table, list[Any]] = {}
+        by_table: dict[TableCodec, list[Any]] = {}
         for record in records:
             table = _TABLES.get(type(record))
             if table is not None:

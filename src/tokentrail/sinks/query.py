@@ -6,11 +6,11 @@ or an hour, so one builder serves SQLite and PostgreSQL alike.
 
 from __future__ import annotations
 
-import re
-from datetime import date, datetime, timedelta, timezone
 from typing import Any, Iterable, Sequence
 
-__all__ = ["QueryBuilder", "parse_time", "percentile", "GROUPS"]
+from ..times import parse_time
+
+__all__ = ["QueryBuilder", "percentile", "interpolate", "GROUPS"]
 
 # Names a user may group or filter by besides the columns themselves.
 # name -> (the column it needs, the SQL expression)
@@ -25,33 +25,6 @@ _TIME_CUTS = {
     "qmark": {"day": "substr({t}, 1, 10)", "hour": "substr({t}, 1, 13) || ':00'"},
     "format": {"day": "to_char({t} AT TIME ZONE 'UTC', 'YYYY-MM-DD')", "hour": "to_char({t} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:00')"},
 }
-_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)\s*$", re.I)
-_UNIT_SECONDS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_time(value: Any, now: datetime | None = None) -> datetime:
-    """An aware UTC datetime from a datetime, date, timedelta (that long ago), epoch seconds,
-    ISO 8601 text, or a duration ago as text (`90s`, `15m`, `24h`, `7d`, `2w`). Naive times are UTC."""
-    now = now or datetime.now(timezone.utc)
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
-    if isinstance(value, date):
-        return datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
-    if isinstance(value, timedelta):
-        return now - value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value, timezone.utc)
-    if isinstance(value, str):
-        match = _RELATIVE.match(value)
-        if match:
-            return now - timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()])
-        try:
-            return parse_time(datetime.fromisoformat(value.strip().replace("Z", "+00:00")), now)
-        except ValueError:
-            pass
-    raise ValueError(
-        f"not a time: {value!r}; use a datetime, an ISO date such as 2026-11-01, or a duration ago such as 24h or 7d"
-    )
 
 
 class percentile:

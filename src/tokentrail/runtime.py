@@ -1,0 +1,312 @@
+"""The hot path: the recording switch, routes, `tracking()` / `CallLog`, submit, and the budget check.
+
+Everything a call reads when it starts or ends lives here, so that the
+adapters and the manual API depend on this small module and not on `init()`
+and what it builds (`tracker.py`, the composition root, switches this state
+with `activate()` / `deactivate()`).
+
+Before `init()` nothing is recorded, except inside `tracking()` blocks and
+after `track(sink)`: a library may call the manual API without forcing its
+users to store anything. After `init()` every call is recorded until
+`untrack()`.
+
+`tracking()` is context-local (a contextvar), like `attributes()`: concurrent
+requests in a web server each get a `CallLog` of their own calls only.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+import threading
+from contextvars import ContextVar
+from typing import Any
+
+from . import log
+from .budget import BudgetBook
+from .config import load_settings
+from .context import reset_quietly
+from .errors import BudgetExceeded
+from .pipeline import Pipeline, Route
+from .pricing import default_book
+from .sinks.memory import InMemorySink
+
+__all__ = ["route_if_recording", "check_budget", "budgets_active", "submit", "flush", "track", "untrack",
+           "is_tracking", "get_active_sink", "tracking", "CallLog", "activate", "deactivate", "current_pipeline",
+           "reset"]
+
+_route: ContextVar[Route | None] = ContextVar("tokentrail.route", default=None)
+
+
+class _State:
+    pipeline: Pipeline | None = None
+    budgets: BudgetBook | None = None  # only when a budget can block a call
+    default_sink: Any = None  # what get_active_sink() names when nothing overrides it
+    recording = False  # the global switch: init()/track() on, untrack() off
+    lock = threading.RLock()
+
+
+# -- switched by init() / shutdown() ------------------------------------------------------------------
+
+
+def activate(pipeline: Pipeline, budgets: BudgetBook | None, default_sink: Any) -> Pipeline | None:
+    """Make `pipeline` the one calls go to and turn recording on; returns the pipeline it replaces."""
+    with _State.lock:
+        old = _State.pipeline
+        if old is not None:
+            pipeline.override = old.override
+        _State.pipeline = pipeline
+        _State.budgets = budgets if budgets is not None and budgets.blocking else None
+        _State.default_sink = default_sink
+        _State.recording = True
+    return old
+
+
+def deactivate() -> Pipeline | None:
+    """Stop recording and forget the pipeline (returned, for the caller to shut down)."""
+    with _State.lock:
+        pipeline = _State.pipeline
+        _State.pipeline = _State.budgets = _State.default_sink = None
+        _State.recording = False
+    return pipeline
+
+
+def reset() -> None:
+    """Forget everything without flushing: for test suites that start each test from scratch."""
+    deactivate()
+
+
+def current_pipeline() -> Pipeline:
+    """The current pipeline; before `init()`, a bare one with no sinks (for `tracking()` blocks)."""
+    pipeline = _State.pipeline
+    if pipeline is None:
+        with _State.lock:
+            if _State.pipeline is None:
+                bare = load_settings({"store": None, "exporters": ()}, config={}, env={})
+                _State.pipeline = Pipeline(bare, (), [default_book().price])
+            pipeline = _State.pipeline
+    return pipeline
+
+
+# -- the calling thread's reads ---------------------------------------------------------------------
+
+
+def route_if_recording() -> tuple[bool, Route | None]:
+    """Called when a call starts: (record it?, where to). The hot path's only global read."""
+    route = _route.get()
+    return (_State.recording or route is not None), route
+
+
+def budgets_active() -> bool:
+    """Whether some budget may refuse a call (only then is anything computed for it before the call)."""
+    return _State.budgets is not None
+
+
+def check_budget(call: Any) -> None:
+    """Refuse a call a blocking budget has used up: record it as failed and raise `BudgetExceeded` (calling thread)."""
+    book = _State.budgets
+    if book is None:
+        return
+    try:
+        book.check(call.scope_fields(book.check_fields))
+    except BudgetExceeded as exc:
+        call.refuse(exc)
+        raise
+
+
+def submit(item: Any) -> None:
+    """Hand a finished span to the pipeline (calling thread)."""
+    (_State.pipeline or current_pipeline()).submit(item)
+
+
+def flush(timeout: float | None = None) -> bool:
+    """Wait until every call recorded so far is written; False if `timeout` passed first or a write failed."""
+    pipeline = _State.pipeline
+    return True if pipeline is None else pipeline.flush(timeout)
+
+
+def track(sink: Any = None) -> None:
+    """Turn recording on everywhere; with `sink`, records go to it *instead of* the configured sinks."""
+    if sink is not None and not callable(getattr(sink, "export", None)):
+        raise TypeError(f"track(sink=...) needs an object with an export(records) method, not {sink!r}")
+    with _State.lock:
+        _State.recording = True
+        current_pipeline().override = sink
+
+
+def untrack() -> None:
+    """Turn recording off (calls pass straight through); `track()` turns it back on."""
+    with _State.lock:
+        _State.recording = False
+        if _State.pipeline is not None:
+            _State.pipeline.override = None
+
+
+def is_tracking() -> bool:
+    """Whether a call made here and now would be recorded."""
+    return _State.recording or _route.get() is not None
+
+
+def get_active_sink() -> Any:
+    """The sink a call made here would go to: a `tracking(sink)` block's, `track(sink)`'s, else the store."""
+    route = _route.get()
+    if route is not None and route.sink is not None:
+        return route.sink
+    pipeline = _State.pipeline
+    if pipeline is not None and pipeline.override is not None:
+        return pipeline.override
+    if route is not None:
+        return route.logs[-1]
+    return _State.default_sink
+
+
+# -- tracking() ----------------------------------------------------------------------------------------
+
+
+def _in_running_loop() -> bool:
+    asyncio = sys.modules.get("asyncio")  # never imported just to ask
+    if asyncio is None:
+        return False
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+class CallLog(InMemorySink):
+    """The calls recorded inside one `tracking()` block, live.
+
+    Reading `.calls` (or a total) first waits briefly for calls still in the
+    pipeline, so right after a call returns its record is here — except on a
+    thread running an event loop, which is never blocked: there `.calls` is
+    what has arrived so far, `await log.settled()` waits without blocking,
+    and leaving `async with tracking()` waits the same way.
+    `total_cost_usd` is `None` when any call has no known price (the total is
+    then unknown); `priced_cost_usd` sums the known ones and `unpriced_calls`
+    counts the rest.
+    """
+
+    def wait_for_pending(self) -> None:
+        """Block until the records submitted so far have reached this log (bounded by `shutdown_timeout`)."""
+        # Not just pending(): the worker may hold a batch it has taken but not yet delivered.
+        pipeline = _State.pipeline
+        if pipeline is not None:
+            pipeline.flush(pipeline.settings.shutdown_timeout)
+
+    def before_read(self) -> None:
+        if not _in_running_loop():
+            self.wait_for_pending()
+
+    async def settled(self) -> CallLog:
+        """Wait (without blocking the event loop) until the calls made so far are in the log."""
+        import asyncio
+
+        await asyncio.get_running_loop().run_in_executor(None, self.wait_for_pending)
+        return self
+
+    def _sum(self, field: str) -> int:
+        return sum(getattr(c, field) or 0 for c in self.calls)
+
+    @property
+    def input_tokens(self) -> int:
+        return self._sum("input_tokens")
+
+    @property
+    def output_tokens(self) -> int:
+        return self._sum("output_tokens")
+
+    @property
+    def total_tokens(self) -> int:
+        return self._sum("total_tokens")
+
+    @property
+    def unpriced_calls(self) -> int:
+        return sum(1 for c in self.calls if c.cost_usd is None)
+
+    @property
+    def priced_cost_usd(self) -> float:
+        return sum(c.cost_usd for c in self.calls if c.cost_usd is not None)
+
+    @property
+    def total_cost_usd(self) -> float | None:
+        calls = self.calls
+        if any(c.cost_usd is None for c in calls):
+            return None
+        return sum(c.cost_usd for c in calls)
+
+    @property
+    def errors(self) -> list[Any]:
+        return [c for c in self.calls if c.failed]
+
+    def __len__(self) -> int:
+        return len(self.calls)
+
+    def __repr__(self) -> str:
+        counts = self.counts()
+        return f"<CallLog calls={counts[0]} tool_calls={counts[1]} outcomes={counts[2]}>"
+
+
+class tracking:
+    """Record the calls made inside the block (even before `init()` or after `untrack()`).
+
+        with tokentrail.tracking() as log:
+            client.chat.completions.create(...)
+        print(log.calls[0].output_tokens, log.total_cost_usd)
+
+    With `sink`, the block's records go to `sink` (and the log) *instead of*
+    the configured store — handy in tests. Leaving the block waits (up to
+    `shutdown_timeout`) for the block's records to reach the log; leaving
+    `async with tracking()` waits without blocking the event loop.
+    """
+
+    def __init__(self, sink: Any = None) -> None:
+        if sink is not None and not callable(getattr(sink, "export", None)):
+            raise TypeError(f"tracking(sink=...) needs an object with an export(records) method, not {sink!r}")
+        self.sink = sink
+        self._tokens: list[Any] = []
+
+    def __enter__(self) -> CallLog:
+        outer = _route.get()
+        log_ = CallLog()
+        logs = (*outer.logs, log_) if outer is not None else (log_,)
+        sink = self.sink if self.sink is not None else (outer.sink if outer is not None else None)
+        self._tokens.append((_route.set(Route(logs, sink)), log_))
+        current_pipeline()
+        return log_
+
+    def _leave(self) -> CallLog:
+        token, log_ = self._tokens.pop()
+        reset_quietly(_route, token)
+        return log_
+
+    def __exit__(self, *exc: Any) -> None:
+        self._leave().wait_for_pending()
+
+    async def __aenter__(self) -> CallLog:
+        return self.__enter__()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self._leave().settled()
+
+
+# -- process lifecycle ------------------------------------------------------------------------------
+
+
+def _at_exit() -> None:
+    pipeline = _State.pipeline
+    if pipeline is not None:
+        pipeline.shutdown()
+
+
+def _after_fork_in_child() -> None:
+    _State.lock = threading.RLock()
+    log.after_fork_in_child()
+    if _State.pipeline is not None:
+        _State.pipeline.after_fork_in_child()
+
+
+atexit.register(_at_exit)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,176 @@
+"""The stores' schema, shared by every SQL dialect: tables, column types, migrations, row codec.
+
+Column types come from the one declaration of field types (`record.FIELD_KINDS`);
+a dialect only says how each kind is spelled (`DIALECTS`) and how a value is
+bound (SQLite stores times as ISO 8601 text and JSON as text). A store at
+version N runs the migrations N+1.. on open; each migration adds, never drops.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from itertools import compress, repeat
+from operator import attrgetter, is_not
+from typing import Any, Callable, Iterable, Sequence
+
+from ..record import FIELD_KINDS, FIELDS, LLMCall, Outcome, ToolCall
+
+__all__ = ["TABLES", "TIME_COLUMN", "Dialect", "DIALECTS", "migrations", "SCHEMA_VERSION", "TableCodec", "codecs"]
+
+TABLES = {LLMCall: "llm_calls", ToolCall: "tool_calls", Outcome: "outcomes"}
+TIME_COLUMN = {LLMCall: "started_at", ToolCall: "started_at", Outcome: "recorded_at"}
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How one SQL database spells a field kind, and how values travel to and from it."""
+
+    name: str
+    types: dict[str, str]
+    primary_key: str
+    text_times: bool  # times stored as ISO 8601 text (SQLite) rather than a timestamp type
+    text_json: bool  # JSON stored as text rather than a JSON type
+
+
+DIALECTS = {
+    "sqlite": Dialect("sqlite", {"int": "INTEGER", "bool": "INTEGER", "float": "REAL"}, "TEXT PRIMARY KEY",
+                      text_times=True, text_json=True),
+    "postgresql": Dialect("postgresql", {"int": "BIGINT", "bool": "BOOLEAN", "float": "DOUBLE PRECISION",
+                                         "datetime": "TIMESTAMPTZ", "str_list": "JSONB", "dict": "JSONB", "json": "JSONB"},
+                          "TEXT PRIMARY KEY", text_times=False, text_json=False),
+}
+
+
+def _create_table(dialect: Dialect, cls: type) -> str:
+    kinds = FIELD_KINDS[cls]
+    columns = ",\n  ".join(
+        f"{name} {dialect.primary_key}" if name == "id" else f"{name} {dialect.types.get(kinds[name], 'TEXT')}"
+        for name in FIELDS[cls]
+    )
+    return f"CREATE TABLE IF NOT EXISTS {TABLES[cls]} (\n  {columns}\n)"
+
+
+def _index(table: str, column: str, time_column: str = "started_at") -> str:
+    # Partial indexes: a column that is mostly NULL costs nothing on insert.
+    return (
+        f"CREATE INDEX IF NOT EXISTS ix_{table}_{column} ON {table} ({column}, {time_column}) "
+        f"WHERE {column} IS NOT NULL"
+    )
+
+
+def migrations(dialect: Dialect) -> dict[int, list[str]]:
+    """Version -> statements. Append, never edit: a store at version N runs N+1.. on open."""
+    return {
+        1: [
+            _create_table(dialect, LLMCall),
+            _create_table(dialect, ToolCall),
+            _create_table(dialect, Outcome),
+            "CREATE INDEX IF NOT EXISTS ix_llm_calls_started_at ON llm_calls (started_at)",
+            *(_index("llm_calls", c) for c in ("user_id", "customer_id", "feature", "workflow_run_id")),
+            "CREATE INDEX IF NOT EXISTS ix_tool_calls_started_at ON tool_calls (started_at)",
+            "CREATE INDEX IF NOT EXISTS ix_outcomes_recorded_at ON outcomes (recorded_at)",
+            _index("outcomes", "workflow_run_id", "recorded_at"),
+        ],
+    }
+
+
+SCHEMA_VERSION = max(migrations(DIALECTS["sqlite"]))
+
+# One encoder for all rows: json.dumps() with options builds a new encoder per call.
+_encode_json = json.JSONEncoder(default=str, separators=(",", ":")).encode
+_NONES = repeat(None)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="microseconds")
+
+
+class TableCodec:
+    """How one record type goes into and out of its table, in one dialect."""
+
+    def __init__(self, cls: type, dialect: Dialect, *, placeholder: str = "?",
+                 wrap_json: Callable[[Any], Any] | None = None) -> None:
+        self.cls = cls
+        self.name = TABLES[cls]
+        self.columns = FIELDS[cls]
+        self.time_column = TIME_COLUMN[cls]
+        self.dialect = dialect
+        self.placeholder = placeholder
+        kinds = FIELD_KINDS[cls]
+        json_kinds = ("str_list", "dict", "json")
+        self.get = attrgetter(*self.columns)
+        # What binding a value needs, per column index (most columns need nothing).
+        self.encoders: tuple[tuple[int, Callable[[Any], Any]], ...] = tuple(
+            (i, enc) for i, name in enumerate(self.columns)
+            if (enc := self._encoder(kinds[name], json_kinds, wrap_json)) is not None
+        )
+        self.json_idx = tuple(i for i, c in enumerate(self.columns) if kinds[c] in json_kinds)
+        self.time_idx = tuple(i for i, c in enumerate(self.columns) if kinds[c] == "datetime")
+        self.bool_idx = tuple(i for i, c in enumerate(self.columns) if kinds[c] == "bool")
+        self._inserts: dict[tuple[bool, ...], str] = {}
+
+    def _encoder(self, kind: str, json_kinds: tuple[str, ...], wrap_json: Any) -> Callable[[Any], Any] | None:
+        if kind in json_kinds:
+            return _encode_json if self.dialect.text_json else wrap_json
+        if kind == "datetime" and self.dialect.text_times:
+            return _iso
+        return None
+
+    def row(self, record: Any) -> list[Any]:
+        """The record's values in column order, ready to bind."""
+        row = list(self.get(record))
+        for i, encode in self.encoders:
+            if row[i] is not None:
+                row[i] = encode(row[i])
+        return row
+
+    def batches(self, records: Iterable[Any]) -> list[tuple[str, list[list[Any]]]]:
+        """(INSERT statement, rows) per shape of non-NULL columns.
+
+        Binding a parameter costs as much as the rest of the insert, and most
+        of a record's 45 fields are NULL; so each row binds only the columns it
+        has. Records from one source share a shape, so a batch needs few
+        statements (and the driver caches them).
+        """
+        groups: dict[tuple[bool, ...], list[list[Any]]] = {}
+        for record in records:
+            row = self.row(record)
+            shape = tuple(map(is_not, row, _NONES))
+            rows = groups.get(shape)
+            if rows is None:
+                rows = groups[shape] = []
+            rows.append(list(compress(row, shape)))
+        return [(self.insert_sql(shape), rows) for shape, rows in groups.items()]
+
+    def insert_sql(self, shape: tuple[bool, ...]) -> str:
+        sql = self._inserts.get(shape)
+        if sql is None:
+            names = list(compress(self.columns, shape))
+            marks = ", ".join([self.placeholder] * len(names))
+            conflict = "INSERT OR IGNORE INTO" if self.dialect.name == "sqlite" else "INSERT INTO"
+            tail = "" if self.dialect.name == "sqlite" else " ON CONFLICT (id) DO NOTHING"
+            sql = self._inserts[shape] = f"{conflict} {self.name} ({', '.join(names)}) VALUES ({marks}){tail}"
+        return sql
+
+    def record(self, row: Sequence[Any]) -> Any:
+        """A record from a row read back in column order."""
+        values = list(row)
+        if self.dialect.text_json:
+            for i in self.json_idx:
+                if values[i] is not None:
+                    values[i] = json.loads(values[i])
+        if self.dialect.text_times:
+            for i in self.time_idx:
+                if values[i] is not None:
+                    values[i] = datetime.fromisoformat(values[i])
+        for i in self.bool_idx:
+            if values[i] is not None:
+                values[i] = bool(values[i])
+        return self.cls(**dict(zip(self.columns, values)))
+
+
+def codecs(dialect: Dialect, **options: Any) -> dict[type, TableCodec]:
+    """A codec per record type for one dialect."""
+    return {cls: TableCodec(cls, dialect, **options) for cls in TABLES}
