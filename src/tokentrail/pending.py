@@ -26,10 +26,10 @@ from .budget import call_fields
 from .config import Settings
 from .context import ATTRIBUTION_FIELDS, as_tags, attributes_var, current_span, current_workflow, new_span_id, new_trace_id, reset_quietly
 from .errors import CATEGORIES, categorize, status_code_of
-from .record import FIELDS, LLMCall, Outcome, ToolCall
+from .record import FIELD_KINDS, FIELDS, RECORD_TYPES, LLMCall, Outcome, ToolCall
 from .semconv import normalize_operation, normalize_provider
 from .runtime import submit
-from .usage import TOKEN_KEYS, coerce_count
+from .usage import coerce_count
 
 __all__ = ["PendingCall", "PendingTool", "PendingOutcome", "record_id"]
 
@@ -43,13 +43,6 @@ CREDENTIAL = re.compile(r"api[_-]?key|secret|passw|authoriz|credential|bearer|co
 
 # Fields the pending record owns: ids and clocks cannot be set by a caller.
 _PROTECTED = {"id", "trace_id", "span_id", "parent_span_id", "started_at", "recorded_at"}
-_INT_FIELDS = {"chunk_count", "message_count", "tool_call_count", "status_code", "attempt"}
-_FLOAT_FIELDS = {"duration_ms", "ttft_ms", "cost_usd", "input_cost_usd", "output_cost_usd"}
-_BOOL_FIELDS = {"stream", "cache_hit"}
-_STR_FIELDS = {"request_model", "response_model", "response_id", "error_type", "error_message", "error_category",
-               "user_id", "customer_id", "feature", "session_id", "workflow", "workflow_run_id", "sdk_version", "output_text"}
-
-
 def record_id(wall_ns: int, span_id: int) -> str:
     """Unique and time-ordered: 12 hex digits of milliseconds, then the 16 of the span id."""
     return f"{wall_ns // 1_000_000:012x}{span_id:016x}"
@@ -94,15 +87,12 @@ def _dict(value: Any, name: str) -> dict[str, Any] | None:
     return None
 
 
+# A coercer per field kind; the kinds themselves are declared once, in record.py.
+_COERCERS = {"int": coerce_count, "float": _float, "bool": _bool, "str": _str, "str_list": _str_list, "dict": _dict}
 _COERCE: dict[str, Any] = {
-    **dict.fromkeys((*TOKEN_KEYS, *_INT_FIELDS), coerce_count),
-    **dict.fromkeys(_FLOAT_FIELDS, _float),
-    **dict.fromkeys(_BOOL_FIELDS, _bool),
-    **dict.fromkeys(_STR_FIELDS, _str),
-    "finish_reasons": _str_list,
-    "tags": _str_list,
-    "request_params": _dict,
-    "metadata": _dict,
+    name: _COERCERS[kind]
+    for cls in RECORD_TYPES for name, kind in FIELD_KINDS[cls].items()
+    if kind in _COERCERS and name not in _PROTECTED
 }
 
 
