@@ -106,10 +106,10 @@ def test_auto_with_a_bad_config_reports_and_lets_the_app_run(tmp_path):
 
 
 def test_an_internal_error_never_reaches_the_app(fake, log, monkeypatch, caplog):
-    def broken(options):
+    def broken(client, args, kwargs):
         raise RuntimeError("adapter bug")
 
-    monkeypatch.setattr(openai_adapter, "endpoint", broken)
+    monkeypatch.setattr(openai_adapter, "call_of", broken)
     reply = fake.openai_client().chat.completions.create(model="gpt-4o", messages=MESSAGES)
     assert reply.choices[0].message.content == "Hello from the fake provider."
     assert log.calls == []

@@ -487,6 +487,10 @@ def log_llm_call(
 class WorkflowRun:
     """One run of a workflow: what `with workflow(...) as run` yields."""
 
+    # A span like the others to the calls inside it: their parent, never absorbing them.
+    absorbs = defers = False
+    end_ns = None
+
     __slots__ = ("name", "run_id", "trace", "span")
 
     def __init__(self, name: str, trace: int, span: int) -> None:

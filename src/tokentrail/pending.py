@@ -31,7 +31,7 @@ from .semconv import normalize_operation, normalize_provider
 from .runtime import submit
 from .usage import coerce_count
 
-__all__ = ["PendingCall", "PendingTool", "PendingOutcome", "record_id"]
+__all__ = ["PendingCall", "PendingTool", "PendingOutcome", "record_id", "coerce_field", "error_fields", "safe_params"]
 
 _perf_ns = time.perf_counter_ns
 _wall_ns = time.time_ns
@@ -43,6 +43,11 @@ CREDENTIAL = re.compile(r"api[_-]?key|secret|passw|authoriz|credential|bearer|co
 
 # Fields the pending record owns: ids and clocks cannot be set by a caller.
 _PROTECTED = {"id", "trace_id", "span_id", "parent_span_id", "started_at", "recorded_at"}
+# Response ids of the latest records (worker only): how a framework's call finds its SDK record.
+_recent_responses: dict[Any, None] = {}
+_RECENT_MAX = 4096
+
+
 def record_id(wall_ns: int, span_id: int) -> str:
     """Unique and time-ordered: 12 hex digits of milliseconds, then the 16 of the span id."""
     return f"{wall_ns // 1_000_000:012x}{span_id:016x}"
@@ -144,8 +149,15 @@ def error_fields(error: Any, category: str | None) -> dict[str, Any]:
 class _Pending:
     """What every pending record shares: clocks, ids and the attribution snapshot."""
 
+    # An open call that *absorbs* the calls made inside it records them itself: a manual
+    # `track_llm_call` block, or an SDK call whose helper calls the SDK again. Those inner calls
+    # pass straight through. A framework's call defers instead (callback_point).
+    absorbs = False
+    defers = False
+
     # trace, span, parent: W3C ids as ints (formatted to hex on the worker).
-    __slots__ = ("route", "wall_ns", "start_ns", "end_ns", "trace", "span", "parent",
+    # `outer`: the span object this one was opened in (its parent), to walk past closed spans.
+    __slots__ = ("route", "wall_ns", "start_ns", "end_ns", "trace", "span", "parent", "outer",
                  "_attrs", "_workflow", "fields", "_token")
 
     def _capture(self, route: Any, own_span: bool = True) -> None:
@@ -154,6 +166,9 @@ class _Pending:
         self._attrs = attributes_var.get()
         self._workflow = current_workflow.get()
         parent = current_span.get()
+        if parent is not None and (parent.end_ns is not None or parent.defers):
+            parent = self._claim(parent)
+        self.outer = parent
         if parent is None:
             self.trace, self.parent = new_trace_id(), None
         else:
@@ -164,6 +179,27 @@ class _Pending:
         self.end_ns = None
         self.fields = {}
         self._token = None
+
+    def _claim(self, parent: Any) -> Any:
+        """The parent to take when the current span is closed or defers (the slow path).
+
+        Framework spans are never reset out of the context (their callbacks may
+        end in another context), so a closed one may still be current: walk out
+        to the nearest open span. An open framework *call* that defers
+        (callback_point) is stood for by the innermost record: an LLM call made
+        inside it counts itself there — the framework's call then records
+        nothing — takes its labels, and takes its parent as parent.
+        """
+        while parent is not None and parent.end_ns is not None:
+            parent = getattr(parent, "outer", None)
+        if parent is not None and parent.defers and isinstance(self, PendingCall):
+            parent.inner += 1
+            if parent.labels:
+                self.fields["metadata"] = dict(parent.labels)
+            parent = parent.outer
+            while parent is not None and parent.end_ns is not None:
+                parent = getattr(parent, "outer", None)
+        return parent
 
     def _base(self, time_field: str, timed: bool = True) -> dict[str, Any]:
         """Ids, time (and duration), attribution, for the worker."""
@@ -239,6 +275,8 @@ _OUTCOME_FIELDS = frozenset(FIELDS[Outcome])
 class PendingCall(_Pending):
     """An LLM call in flight or done, not yet turned into an `LLMCall`."""
 
+    absorbs = True
+
     __slots__ = ("provider", "model", "operation", "source", "error", "error_category",
                  "content_in", "content_out", "first_chunk_ns")
 
@@ -298,7 +336,21 @@ class PendingCall(_Pending):
         else:
             out.pop("input_messages", None)
             out.pop("output_text", None)
+        if not self._first_record_of(out.get("response_id")):
+            return None
         return LLMCall(**out)
+
+    def _first_record_of(self, response_id: Any) -> bool:
+        """False for a framework's call that a lower layer already recorded (same response id):
+        the fallback when the framework reported it from another context than the call ran in."""
+        if response_id is None:
+            return True
+        if self.defers:
+            return response_id not in _recent_responses
+        _recent_responses[response_id] = None
+        if len(_recent_responses) > _RECENT_MAX:
+            del _recent_responses[next(iter(_recent_responses))]
+        return True
 
 
 class PendingTool(_Pending):

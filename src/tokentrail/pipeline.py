@@ -60,7 +60,7 @@ class Pipeline:
         self._max = settings.queue_size
         self._batch = settings.batch_size
         self._reset_runtime()
-        self.stats: dict[str, int] = dict.fromkeys(("processed", "written", "dropped", "sink_errors", "lost", "finish_errors"), 0)
+        self.stats: dict[str, int] = dict.fromkeys(("processed", "written", "dropped", "sink_errors", "lost", "finish_errors", "deduplicated"), 0)
         self._flushed_losses = self._losses()  # losses as of the last flush()
 
     def _reset_runtime(self) -> None:
@@ -186,6 +186,9 @@ class Pipeline:
         for item in items:
             try:
                 record = item.build(settings)
+                if record is None:  # a framework's call a lower layer recorded already
+                    self.stats["deduplicated"] += 1
+                    continue
                 for process in processors:
                     process(record)
             except Exception as exc:  # noqa: BLE001

@@ -25,18 +25,24 @@ from typing import Any
 
 from .. import log
 
-__all__ = ["instrument", "uninstrument", "instrumented", "available", "ADAPTERS"]
+__all__ = ["instrument", "uninstrument", "instrumented", "available", "register", "ADAPTERS"]
 
-# name -> adapter module
+# name -> adapter module. One module per library: its spec (NAME, DISTRIBUTION, MIN_VERSION, PATCHES)
+# and its pure request/response/chunk functions (see request_point, method_point, callback_point).
 ADAPTERS = {
     "openai": "tokentrail.instrument.openai",
     "anthropic": "tokentrail.instrument.anthropic",
 }
 
 _lock = threading.RLock()
-_wanted: set[str] = set()  # instrument() asked for these; patched as soon as their SDK is imported
-_hooked: set[str] = set()  # post-import hook registered
-_patched: dict[str, list[tuple[type, str, Any]]] = {}  # name -> (class, attribute, original)
+_wanted: set[str] = set()  # instrument() asked for these; patched as soon as their library is imported
+_hooked: set[str] = set()  # post-import hooks registered
+_patched: dict[str, list[Any]] = {}  # name -> how to undo each patch applied
+
+
+def register(name: str, module: str) -> None:
+    """Add an adapter (a module with NAME, DISTRIBUTION, MIN_VERSION, PATCHES) under `name`."""
+    ADAPTERS[name] = module
 
 
 def _adapter(name: str) -> Any:
@@ -69,27 +75,30 @@ def _check_names(names: tuple[str, ...]) -> tuple[str, ...]:
     return names or tuple(ADAPTERS)
 
 
+def _minimum(module: Any) -> str:
+    return ".".join(map(str, module.MIN_VERSION))
+
+
 def available() -> dict[str, str]:
-    """Installed SDKs tokentrail has an adapter for: name -> version, marked when the version is too old."""
+    """Installed libraries tokentrail has an adapter for: name -> version, marked when the version is too old."""
     out = {}
     for name in ADAPTERS:
         module = _adapter(name)
         version = _version(module.DISTRIBUTION)
         if version is None:
             continue
-        minimum = ".".join(map(str, module.MIN_VERSION))
-        out[name] = version if _parse(version) >= module.MIN_VERSION else f"{version} (unsupported: needs >= {minimum})"
+        out[name] = version if _parse(version) >= module.MIN_VERSION else f"{version} (unsupported: needs >= {_minimum(module)})"
     return out
 
 
 def instrumented() -> dict[str, str]:
-    """SDKs patched now: name -> version."""
+    """Libraries patched now: name -> version."""
     with _lock:
         return {name: _adapter(name).version for name in _patched}
 
 
 def instrument(*names: str) -> dict[str, str]:
-    """Patch the named SDKs (all known when none are named); returns `instrumented()`.
+    """Patch the named libraries (all known when none are named); returns `instrumented()`.
 
     Not installed: skipped. Too old: skipped with one log line. Not imported
     yet: patched when the application imports it.
@@ -103,56 +112,50 @@ def instrument(*names: str) -> dict[str, str]:
             continue
         if _parse(version) < module.MIN_VERSION:
             log.warn_once(f"instrument.version.{name}", "tokentrail: %s %s is older than the supported %s; not instrumented",
-                          name, version, ".".join(map(str, module.MIN_VERSION)))
+                          name, version, _minimum(module))
             continue
         module.version = version
         with _lock:
             _wanted.add(name)
             first = name not in _hooked
             _hooked.add(name)
+        # The module of the first patch: hooking a shared namespace package (google) would fire on any of it.
+        target = module.PATCHES[0].module
         if first:
-            wrapt.register_post_import_hook(lambda _module, name=name: _patch(name), module.PATCHES[0][0].split(".")[0])
-        elif module.PATCHES[0][0] in sys.modules:
+            wrapt.register_post_import_hook(lambda _module, name=name: _patch(name), target)
+        elif target in sys.modules:
             _patch(name)
     return instrumented()
 
 
 def _patch(name: str) -> None:
-    """Wrap the adapter's methods (idempotent); runs on import of the SDK, or at once if it is imported."""
-    from ._wrap import count_retry, keep_raw, request_wrappers
-
-    import wrapt
-
+    """Apply the adapter's patches (idempotent); runs on import of the library, or at once if it is imported."""
     with _lock:
         if name not in _wanted or name in _patched:
             return
         module = _adapter(name)
-        sync_request, async_request = request_wrappers(module)
-        by_kind = {"sync": sync_request, "async": async_request, "retry": count_retry, "raw": keep_raw}
-        done: list[tuple[type, str, Any]] = []
+        undo: list[Any] = []
         try:
-            for module_name, class_name, attribute, kind in module.PATCHES:
-                owner = getattr(importlib.import_module(module_name), class_name)
-                original = owner.__dict__.get(attribute)
-                if original is None:
-                    continue  # an SDK release without this method: nothing to count there
-                setattr(owner, attribute, wrapt.FunctionWrapper(original, by_kind[kind]))
-                done.append((owner, attribute, original))
-        except Exception as exc:  # noqa: BLE001 - an SDK we cannot patch must still work
-            for owner, attribute, original in done:
-                setattr(owner, attribute, original)
-            log.error_once(f"instrument.{name}", f"tokentrail: could not instrument {name}; it is left as it was", exc)
+            for patch in module.PATCHES:
+                done = patch.apply(module)
+                if done is not None:
+                    undo.append(done)
+        except Exception as exc:  # noqa: BLE001 - a library we cannot patch must still work
+            for step in reversed(undo):
+                step()
+            log.error_once(f"instrument.{name}", f"tokentrail: could not instrument {name} (its internals moved?); "
+                                                 "it is left as it was", exc)
             return
-        _patched[name] = done
+        _patched[name] = undo
 
 
 def uninstrument(*names: str) -> None:
-    """Restore the original methods of the named SDKs (all when none are named)."""
+    """Restore the original methods (and remove the hooks) of the named libraries (all when none are named)."""
     with _lock:
         for name in _check_names(names):
             _wanted.discard(name)
-            for owner, attribute, original in _patched.pop(name, ()):
-                setattr(owner, attribute, original)
+            for step in reversed(_patched.pop(name, ())):
+                step()
 
 
 class _CallableModule(types.ModuleType):

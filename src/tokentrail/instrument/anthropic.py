@@ -18,7 +18,8 @@ from typing import Any
 
 from ..semconv import provider_from_url
 from ..shapes import pick
-from ._wrap import Endpoint, endpoint_by_path, params, stainless_patches, usage_fields
+from .endpoint import Endpoint, params, usage_fields
+from .request_point import stainless_call_of, stainless_patches
 
 NAME = "anthropic"
 DISTRIBUTION = "anthropic"
@@ -118,7 +119,7 @@ ENDPOINTS = {
 }
 
 
-endpoint = endpoint_by_path(ENDPOINTS)
+call_of = stainless_call_of(ENDPOINTS)
 
 
 def provider_of(client: Any) -> str:

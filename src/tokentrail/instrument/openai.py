@@ -21,7 +21,8 @@ from typing import Any
 
 from ..semconv import provider_from_url
 from ..shapes import pick
-from ._wrap import Endpoint, endpoint_by_path, params, stainless_patches, usage_fields
+from .endpoint import Endpoint, no_response, params, usage_fields
+from .request_point import stainless_call_of, stainless_patches
 
 NAME = "openai"
 DISTRIBUTION = "openai"
@@ -190,10 +191,6 @@ def transcription_response(data: Any) -> tuple[dict[str, Any], Any]:
     return fields, pick(data, "text")
 
 
-def no_response(data: Any) -> tuple[dict[str, Any], Any]:
-    return {}, None
-
-
 ENDPOINTS = {
     "/chat/completions": Endpoint("chat", chat_request, chat_response, chat_chunks),
     "/responses": Endpoint("chat", responses_request, responses_response, responses_chunks),
@@ -209,7 +206,7 @@ ENDPOINTS = {
 }
 
 
-endpoint = endpoint_by_path(ENDPOINTS)
+call_of = stainless_call_of(ENDPOINTS)
 
 
 def provider_of(client: Any) -> str:

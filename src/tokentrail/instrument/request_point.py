@@ -1,0 +1,245 @@
+"""The request point: SDKs generated from the Stainless template (openai, anthropic, groq, …).
+
+Every endpoint of such an SDK goes through `SyncAPIClient.request(cast_to,
+options, *, stream, stream_cls)` (and the async twin), so one patch per base
+class covers every endpoint and client; the URL path names the endpoint.
+
+- Streams: `stream_cls` is swapped for a cached subclass that stays the SDK's
+  type (`isinstance` holds), keeps each event's raw `data` string and finishes
+  the record when the stream is exhausted, fails, is closed, leaves its `with`
+  block, or is garbage-collected unfinished (`metadata["stream_incomplete"]`).
+- The SDK's own retries are counted (`_sleep_for_retry`) into `attempt`.
+- What is kept until the worker runs is the request and response *bytes*
+  (`_process_response` sees them before the SDK parses): keeping the SDK's
+  parsed object trees alive instead cost the calling thread more (garbage
+  collector and allocator work) than all of the wrapper's own work.
+
+An adapter module on this point declares `PATCHES = stainless_patches("pkg")`
+and `call_of = stainless_call_of(ENDPOINTS)` (URL path -> `Endpoint`).
+"""
+
+from __future__ import annotations
+
+import time
+import types
+import typing
+import weakref
+from typing import Any, Callable
+
+from .endpoint import Call, Endpoint
+from .patch import MethodPatch
+from .sdkcall import SDKCall, call_wrappers, finish_stream, open_call_here
+
+__all__ = ["stainless_patches", "stainless_call_of", "tracked_stream_class"]
+
+KEY = "tokentrail.call"  # where a stream's http response carries its pending call
+_perf_ns = time.perf_counter_ns
+
+
+def stainless_call_of(endpoints: dict[str, Endpoint]) -> Callable[[Any, tuple[Any, ...], dict[str, Any]], Call | None]:
+    """An adapter's `call_of`: the POST endpoint the request's URL path names, or None."""
+
+    def call_of(client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call | None:
+        options = args[1] if len(args) > 1 else kwargs.get("options")
+        url = getattr(options, "url", None)
+        if getattr(options, "method", "post") != "post" or not isinstance(url, str):
+            return None
+        endpoint = endpoints.get(url.split("?", 1)[0])
+        if endpoint is None:
+            return None
+        body = getattr(options, "json_data", None)
+        model = body.get("model") if type(body) is dict else None
+        return Call(endpoint, body, model, bool(kwargs.get("stream")) and kwargs.get("stream_cls") is not None)
+
+    return call_of
+
+
+def _swap_stream_class(call: SDKCall, kwargs: dict[str, Any]) -> None:
+    if call.streaming:
+        kwargs["stream_cls"] = tracked_stream_class(kwargs["stream_cls"])
+
+
+def _follow_stream(call: SDKCall, result: Any) -> Any:
+    response = getattr(result, "response", None) or getattr(result, "http_response", None)
+    extensions = getattr(response, "extensions", None)
+    if not isinstance(extensions, dict):  # not a stream we can follow: record what we have
+        call.finish()
+        return result
+    call.chunks = []
+    extensions[KEY] = call
+    weakref.finalize(result, finish_stream, call, None, True)  # dropped before it was read to the end
+    return result
+
+
+_wrappers: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {}
+
+
+def _request_wrappers(adapter: Any) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """The sync and async `request` wrappers of one adapter (built once, shared by both patches)."""
+    pair = _wrappers.get(adapter.NAME)
+    if pair is None:
+        pair = _wrappers[adapter.NAME] = call_wrappers(adapter, _follow_stream, before=_swap_stream_class)
+    return pair
+
+
+def keep_raw(adapter: Any) -> Callable[..., Any]:
+    """Wraps the SDK's `_process_response` (sync or async): keep the bytes of the open call's
+    request and response, before the SDK parses them into objects we would otherwise keep."""
+
+    def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        call = open_call_here()
+        if call is not None:
+            try:
+                response = kwargs["response"]
+                if getattr(kwargs.get("options"), "files", None) is None:  # multipart bodies are not JSON
+                    call.raw_request = response.request.content
+                if not kwargs.get("stream"):
+                    call.raw_response = response.content  # raises when the body is streamed to the app
+            except Exception:  # noqa: BLE001 - no bytes at hand: the parsed result is kept instead
+                pass
+        return wrapped(*args, **kwargs)
+
+    return wrapper
+
+
+def count_retry(adapter: Any) -> Callable[..., Any]:
+    """Wraps the SDK's `_sleep_for_retry` (sync or async): one more attempt for the open call."""
+
+    def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        call = open_call_here()
+        if call is not None:
+            call.retries += 1
+        return wrapped(*args, **kwargs)
+
+    return wrapper
+
+
+def stainless_patches(package: str) -> tuple[MethodPatch, ...]:
+    """What to patch in an SDK generated from the Stainless template."""
+    module = f"{package}._base_client"
+    return (
+        MethodPatch(module, "SyncAPIClient", "request", lambda adapter: _request_wrappers(adapter)[0]),
+        MethodPatch(module, "AsyncAPIClient", "request", lambda adapter: _request_wrappers(adapter)[1]),
+        MethodPatch(module, "SyncAPIClient", "_sleep_for_retry", count_retry),
+        MethodPatch(module, "AsyncAPIClient", "_sleep_for_retry", count_retry),
+        MethodPatch(module, "SyncAPIClient", "_process_response", keep_raw),
+        MethodPatch(module, "AsyncAPIClient", "_process_response", keep_raw),
+    )
+
+
+# -- streams ------------------------------------------------------------------------------------------
+
+_tracked: dict[Any, type] = {}
+
+
+def _call_of(stream: Any) -> SDKCall | None:
+    extensions = getattr(getattr(stream, "response", None), "extensions", None)
+    return extensions.get(KEY) if isinstance(extensions, dict) else None
+
+
+def _sync_events(self: Any) -> Any:
+    """Per event: keep its raw `data` (a str: nothing for the garbage collector to scan), time the first."""
+    events = self._tokentrail_base._iter_events(self)
+    call = _call_of(self)
+    if call is None:
+        yield from events
+        return
+    kept = call.chunks
+    for event in events:
+        if not kept:
+            call.first_chunk_ns = _perf_ns()
+        kept.append(event.data)
+        yield event
+
+
+async def _async_events(self: Any) -> Any:
+    events = self._tokentrail_base._iter_events(self)
+    call = _call_of(self)
+    if call is None:
+        async for event in events:
+            yield event
+        return
+    kept = call.chunks
+    async for event in events:
+        if not kept:
+            call.first_chunk_ns = _perf_ns()
+        kept.append(event.data)
+        yield event
+
+
+def _sync_stream(self: Any) -> Any:
+    """The stream's end, failure or early close (`yield from`: no per-chunk bytecode here)."""
+    chunks = self._tokentrail_base.__stream__(self)
+    call = _call_of(self)
+    if call is None:
+        yield from chunks
+        return
+    try:
+        yield from chunks
+    except GeneratorExit:
+        finish_stream(call, incomplete=True)
+        raise
+    except BaseException as exc:
+        finish_stream(call, exc)
+        raise
+    finish_stream(call)
+
+
+async def _async_stream(self: Any) -> Any:
+    chunks = self._tokentrail_base.__stream__(self)
+    call = _call_of(self)
+    if call is None:
+        async for chunk in chunks:
+            yield chunk
+        return
+    try:
+        async for chunk in chunks:
+            yield chunk
+    except GeneratorExit:
+        finish_stream(call, incomplete=True)
+        raise
+    except BaseException as exc:
+        finish_stream(call, exc)
+        raise
+    finally:
+        await chunks.aclose()
+    finish_stream(call)
+
+
+def _closed(stream: Any) -> None:
+    call = _call_of(stream)
+    if call is not None:
+        finish_stream(call, incomplete=True)  # no-op when it was read to the end
+
+
+def _sync_close(self: Any) -> None:
+    try:
+        self._tokentrail_base.close(self)
+    finally:
+        _closed(self)
+
+
+async def _async_close(self: Any) -> None:
+    try:
+        await self._tokentrail_base.close(self)
+    finally:
+        _closed(self)
+
+
+def tracked_stream_class(stream_cls: Any) -> type:
+    """A subclass of the SDK's stream class (cached) that records chunks; `isinstance` still holds."""
+    cls = _tracked.get(stream_cls)
+    if cls is None:
+        base = typing.get_origin(stream_cls) or stream_cls
+        is_async = hasattr(base, "__aiter__")
+        namespace = {
+            "__module__": base.__module__,
+            "__qualname__": base.__qualname__,
+            "_tokentrail_base": base,
+            "__stream__": _async_stream if is_async else _sync_stream,
+            "_iter_events": _async_events if is_async else _sync_events,
+            "close": _async_close if is_async else _sync_close,
+        }
+        cls = types.new_class(base.__name__, (stream_cls,), exec_body=lambda ns: ns.update(namespace))
+        _tracked[stream_cls] = cls
+    return cls
