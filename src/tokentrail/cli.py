@@ -1,45 +1,91 @@
 """The `tokentrail` command: what did we spend, on what, for whom, and what failed.
 
-Every command takes `--store URL` (default: the `store` of the configuration
-in effect) and `--help`. Errors are one line: exit code 2 for bad arguments,
-1 for a store that cannot be read.
+This module parses arguments and renders; every number comes from
+`tokentrail.report`, the one read API (shared with the dashboard).
+
+Every command takes `--store` (a URL such as `sqlite:///tokentrail.db`, or a
+plain file path, absolute or relative; default: the `store` of the
+configuration in effect) and `--help`. Errors are one line: exit code 2 for
+bad arguments (including an export target that exists without `--force`), 1
+for a store that cannot be read or a file that cannot be written.
+
+Rendering decisions:
+
+- Costs keep two significant digits below one cent (`$0.000042`, not
+  `$0.0000`), four decimals below a dollar, cents above (`money`).
+- Tables fit the terminal: when the full table is wider, it switches to a
+  compact style and drops the least important columns first (empty ones,
+  then provider, operation, customer/user, latency, tokens…). Ids, models
+  and costs are never dropped nor cut: they do not wrap, and only fold onto
+  a second line when even they alone are wider than the terminal.
+- Output that is not a terminal is 160 columns wide unless `COLUMNS` says otherwise.
 """
 
 from __future__ import annotations
 
-import csv
 import functools
 import importlib.util
-import io
 import json
+import math
 import os
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import click
+from rich import box
+from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 
 from . import report
 from .errors import ConfigError, StoreError
-from .record import FIELDS, LLMCall, to_dict
-
-# Piped or captured output has no terminal width: use one wide enough for the tables.
-console = Console(width=None if sys.stdout.isatty() else 160)
 
 
-# -- formatting -------------------------------------------------------------------------------
+def _console(stderr: bool = False) -> Console:
+    """A console for this command's output: the terminal's width, or 160 columns (or `COLUMNS`) when piped."""
+    stream = sys.stderr if stderr else sys.stdout
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    return Console(width=None if tty or os.environ.get("COLUMNS") else 160, stderr=stderr)
+
+
+# -- formatting -------------------------------------------------------------------------------------------
 
 
 def money(value: Any) -> str:
+    """USD for people: `$1,234.50`, `$0.0123`, and two significant digits below a cent (`$0.000042`); `?` for unknown."""
     if value is None:
         return "?"
-    return f"${value:,.4f}" if value < 100 else f"${value:,.2f}"
+    amount = float(value)
+    if amount == 0:
+        return "$0.00"
+    sign, amount = ("-" if amount < 0 else ""), abs(amount)
+    if amount >= 1:
+        return f"{sign}${amount:,.2f}"
+    if amount >= 0.01:
+        return f"{sign}${amount:.4f}"
+    if amount < 1e-10:
+        return f"{sign}<$0.0000000001"
+    decimals = -math.floor(math.log10(amount)) + 1
+    return f"{sign}${amount:.{decimals}f}"
+
+
+def rate(value: Any) -> str:
+    """A price per million tokens: `$2.5`, `$0.075`, `$1.25 (tiers)`; `-` for none."""
+    if value is None:
+        return "-"
+    if isinstance(value, dict):
+        return f"${value['base']:g} (tiers)"
+    return f"${value:g}"
 
 
 def count(value: Any) -> str:
@@ -50,49 +96,115 @@ def ms(value: Any) -> str:
     return "-" if value is None else f"{value:,.0f} ms"
 
 
+def _moment(row: dict[str, Any]) -> datetime | None:
+    value = row.get("started_at")
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
 def _json_out(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
-def _csv_out(rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(rows[0]), extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in row.items()})
-    click.echo(out.getvalue(), nl=False)
+# -- tables that fit ------------------------------------------------------------------------------------------
 
 
-# -- shared options and errors --------------------------------------------------------------------
+@dataclass
+class Column:
+    """One column of a table: how to show a row, how much it matters (0: never dropped), how to show it when narrow."""
+
+    header: str
+    get: Callable[[dict[str, Any]], str]
+    priority: int = 0
+    right: bool = False
+    short: Callable[[dict[str, Any]], str] | None = None
+
+    @property
+    def key(self) -> bool:
+        return self.priority == 0
 
 
-def _default_store() -> str:
-    from .config import load_settings
+def _widest(header: str, cells: Sequence[str]) -> int:
+    return max([cell_len(header), *(cell_len(line) for cell in cells for line in cell.splitlines() or [""])])
 
-    return load_settings().store or "sqlite:///tokentrail.db"
+
+def fit_table(columns: Sequence[Column], rows: Sequence[dict[str, Any]], width: int, title: str | None = None) -> Table:
+    """A table of `rows` that fits `width` columns.
+
+    The full table when it fits; else a compact style without borders, with
+    `short` renderings, dropping columns until it fits: empty ones first, then
+    by priority (highest number first). Key columns (priority 0) stay, never
+    wrap, and fold rather than being cut with an ellipsis.
+    """
+    cells = [[c.get(r) for r in rows] for c in columns]
+    widths = [_widest(c.header, col) for c, col in zip(columns, cells)]
+    compact = sum(widths) + 3 * len(columns) + 1 > width
+    keep = list(range(len(columns)))
+    if compact:
+        cells = [[(c.short or c.get)(r) for r in rows] for c in columns]
+        widths = [_widest(c.header, col) for c, col in zip(columns, cells)]
+
+        def empty(i: int) -> bool:
+            return all(cell.strip() in ("", "-") for cell in cells[i])
+
+        droppable = sorted((i for i in keep if not columns[i].key),
+                           key=lambda i: (not empty(i), -columns[i].priority, -i))
+        for i in droppable:
+            if sum(widths[j] for j in keep) + 2 * (len(keep) - 1) <= width:
+                break
+            keep.remove(i)
+        table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+                      collapse_padding=True)
+    else:
+        table = Table(title=title, title_justify="left")
+    for i in keep:
+        column = columns[i]
+        table.add_column(column.header, justify="right" if column.right else "left", no_wrap=column.key,
+                         overflow="fold", min_width=min(widths[i], width) if column.key else None)
+    for r in range(len(rows)):
+        table.add_row(*(cells[i][r] for i in keep))
+    return table
+
+
+# -- shared options and errors ---------------------------------------------------------------------------------
+
+
+def _fail(message: str, code: int = 1) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
 
 
 def handled(func: Callable[..., Any]) -> Callable[..., Any]:
-    """One clear line instead of a traceback: usage errors exit 2, store errors exit 1."""
+    """One clear line instead of a traceback: usage errors exit 2, store and file errors exit 1."""
 
     @functools.wraps(func)
     def run(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
+        except FileExistsError as exc:
+            raise click.UsageError(f"{exc.filename} exists; pass --force to overwrite it") from None
         except (ValueError, ConfigError) as exc:
             raise click.UsageError(str(exc).removeprefix("tokentrail: ")) from None
         except StoreError as exc:
-            click.echo(f"error: {str(exc).removeprefix('tokentrail: ')}", err=True)
+            _fail(str(exc).removeprefix("tokentrail: "))
+        except BrokenPipeError:  # `tokentrail calls | head`: the reader left; so do we, quietly
+            try:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            except (OSError, ValueError, AttributeError):
+                pass
             sys.exit(1)
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            _fail(f"{where}{exc.strerror or exc}")
+        except KeyboardInterrupt:
+            sys.exit(130)
 
     return run
 
 
 def store_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--store", "store_url", default=None, metavar="URL",
-                        help="Store to read (default: the configured store, sqlite:///tokentrail.db).")(func)
+    return click.option("--store", "store_url", default=None, metavar="URL|PATH",
+                        help="Store to read: sqlite:///rel.db, sqlite:////abs.db, or a file path "
+                             "(default: the configured store, tokentrail.db).")(func)
 
 
 def filters(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -104,15 +216,7 @@ def filters(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _open(store_url: str | None) -> Any:
-    return report.open_existing(store_url or _default_store())
-
-
-def _check_times(since: Any, until: Any) -> None:
-    from .sinks._query import parse_time
-
-    for value in (since, until):
-        if value is not None:
-            parse_time(value)
+    return report.open_existing(store_url)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -121,7 +225,7 @@ def main() -> None:
     """tokentrail — what did we spend, on what, for whom, and what failed.
 
     \b
-    tokentrail demo                         record a realistic mix of calls, then report
+    tokentrail demo                         record a demo app's calls into tokentrail-demo.db, then report
     tokentrail report --by model --since 7d
     tokentrail calls --where customer=acme  the latest calls
     tokentrail tail                         follow new calls as they are stored
@@ -132,22 +236,51 @@ def main() -> None:
 # -- report -------------------------------------------------------------------------------------------
 
 
-def _summary_table(title: str, keys: list[str], rows: list[dict[str, Any]]) -> Table:
-    table = Table(title=title, title_justify="left")
-    for key in keys:
-        table.add_column(key)
-    for name in ("calls", "in", "out", "cached", "cost", "errors", "p50", "p95", "ttft p50"):
-        table.add_column(name, justify="right")
-    for row in rows:
-        cost = money(row["cost_usd"]) + (f" (+{row['unpriced_calls']} unpriced)" if row["unpriced_calls"] and row["cost_usd"] is not None else "")
-        table.add_row(*(str(row.get(k) if row.get(k) is not None else "-") for k in keys), count(row["calls"]),
-                      count(row["input_tokens"]), count(row["output_tokens"]), count(row["cache_read_tokens"]), cost,
-                      f"{row['errors']} ({row['error_rate']:.0%})", ms(row["p50_ms"]), ms(row["p95_ms"]), ms(row["ttft_p50_ms"]))
-    return table
+def _cost_cell(row: dict[str, Any]) -> str:
+    text = money(row["cost_usd"])
+    if row.get("unpriced_calls") and row["cost_usd"] is not None:
+        text += f" (+{row['unpriced_calls']} unpriced)"
+    return text
 
 
-def print_report(store: Any, by: tuple[str, ...] = ("model",), since: Any = None, until: Any = None, where: Any = None) -> None:
-    total = report.totals(store, since, until, where)
+def _dash(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def summary_table(title: str, keys: Sequence[str], rows: list[dict[str, Any]], width: int) -> Table:
+    """The breakdown table of `report`."""
+    columns = [Column(k, lambda r, k=k: _dash(r.get(k))) for k in keys]
+    columns += [
+        Column("calls", lambda r: count(r["calls"]), right=True),
+        Column("in", lambda r: count(r["input_tokens"]), 3, right=True),
+        Column("out", lambda r: count(r["output_tokens"]), 3, right=True),
+        Column("cached", lambda r: count(r["cache_read_tokens"]), 5, right=True),
+        Column("cost", _cost_cell, right=True),
+        Column("errors", lambda r: f"{r['errors']} ({r['error_rate']:.0%})", 2, right=True,
+               short=lambda r: str(r["errors"]) if r["errors"] else "-"),
+        Column("p50", lambda r: ms(r["p50_ms"]), 4, right=True),
+        Column("p95", lambda r: ms(r["p95_ms"]), 5, right=True),
+        Column("ttft p50", lambda r: ms(r["ttft_p50_ms"]), 6, right=True),
+    ]
+    return fit_table(columns, rows, width, title)
+
+
+def outcomes_table(rows: list[dict[str, Any]], width: int) -> Table:
+    columns = [
+        Column("workflow", lambda r: _dash(r["workflow"])),
+        Column("outcome", lambda r: r["outcome"]),
+        Column("count", lambda r: str(r["count"]), 2, right=True),
+        Column("successes", lambda r: str(r["successes"]), 1, right=True),
+        Column("runs", lambda r: str(r["runs"]), 3, right=True),
+        Column("cost", lambda r: money(r["cost_usd"]), 2, right=True),
+        Column("cost/outcome", lambda r: money(r["cost_per_outcome_usd"]), right=True),
+    ]
+    return fit_table(columns, rows, width, "outcomes (cost per successful outcome)")
+
+
+def print_report(console: Console, data: dict[str, Any], by: Sequence[str]) -> None:
+    """Render `report.report(...)`: the totals line, the breakdown, cost per outcome."""
+    total = data["totals"]
     if total is None:
         console.print("No calls recorded in this range.")
         return
@@ -157,16 +290,9 @@ def print_report(store: Any, by: tuple[str, ...] = ("model",), since: Any = None
     console.print(f"[bold]{total['calls']:,} calls[/bold]  cost {cost}  tokens in {count(total['input_tokens'])} "
                   f"(cached {count(total['cache_read_tokens'])}) out {count(total['output_tokens'])}  "
                   f"errors {total['errors']} ({total['error_rate']:.1%})  p50 {ms(total['p50_ms'])}  p95 {ms(total['p95_ms'])}")
-    console.print(_summary_table(f"by {', '.join(by)}", list(by), report.breakdown(store, by, since, until, where)))
-    outcomes = report.outcomes_report(store, since, until)
-    if outcomes:
-        table = Table(title="outcomes (cost per successful outcome)", title_justify="left")
-        for name in ("workflow", "outcome", "count", "successes", "runs", "cost", "cost/outcome"):
-            table.add_column(name, justify="right" if name not in ("workflow", "outcome") else "left")
-        for row in outcomes:
-            table.add_row(str(row["workflow"] or "-"), row["outcome"], str(row["count"]), str(row["successes"]),
-                          str(row["runs"]), money(row["cost_usd"]), money(row["cost_per_outcome_usd"]))
-        console.print(table)
+    console.print(summary_table(f"by {', '.join(by)}", list(by), data["breakdown"], console.width))
+    if data["outcomes"]:
+        console.print(outcomes_table(data["outcomes"], console.width))
 
 
 @main.command("report")
@@ -179,37 +305,59 @@ def print_report(store: Any, by: tuple[str, ...] = ("model",), since: Any = None
 def report_command(by: tuple[str, ...], as_json: bool, as_csv: bool, since: Any, until: Any, where: tuple[str, ...], store_url: str | None) -> None:
     """Totals, a breakdown, and cost per outcome.
 
+    --where applies to every section: outcomes are filtered by the fields they
+    carry (user, customer, feature, session, workflow) and their runs' cost
+    counts only the matching calls.
+
     \b
     tokentrail report
     tokentrail report --by customer --by model --since 7d
     tokentrail report --by day --where feature=search --json
     """
-    _check_times(since, until)
+    since, until = report.time_range(since, until)
     by = by or ("model",)
     filt = report.parse_where(where) or None
     store = _open(store_url)
+    if as_csv:
+        report.write_rows(report.breakdown(store, by, since, until, filt), "csv", sys.stdout)
+        return
+    data = report.report(store, by, since, until, filt)
     if as_json:
-        _json_out({"totals": report.totals(store, since, until, filt),
-                   "breakdown": report.breakdown(store, by, since, until, filt),
-                   "outcomes": report.outcomes_report(store, since, until)})
-    elif as_csv:
-        _csv_out(report.breakdown(store, by, since, until, filt))
+        _json_out(data)
     else:
-        print_report(store, by, since, until, filt)
+        print_report(_console(), data, by)
 
 
 # -- calls, show, tail -----------------------------------------------------------------------------
 
 
-def _calls_table(calls: list[LLMCall]) -> Table:
-    table = Table()
-    for name in ("time (UTC)", "provider", "model", "op", "in", "out", "cost", "duration", "customer/user", "error", "id"):
-        table.add_column(name, justify="right" if name in ("in", "out", "cost", "duration") else "left")
-    for c in calls:
-        table.add_row(c.started_at.strftime("%m-%d %H:%M:%S") if c.started_at else "-", c.provider, c.model or "-",
-                      c.operation, count(c.input_tokens), count(c.output_tokens), money(c.cost_usd), ms(c.duration_ms),
-                      f"{c.customer_id or '-'}/{c.user_id or '-'}", c.error_category or "", c.id)
-    return table
+def _when(row: dict[str, Any]) -> str:
+    moment = _moment(row)
+    return moment.strftime("%m-%d %H:%M:%S") if moment else "-"
+
+
+def _when_short(row: dict[str, Any]) -> str:
+    moment = _moment(row)
+    return moment.strftime("%H:%M:%S") if moment else "-"
+
+
+def calls_table(rows: list[dict[str, Any]], width: int) -> Table:
+    """The table of `calls`: at any width it keeps the full id, model and cost of each call."""
+    one_day = len({_when(r)[:5] for r in rows}) <= 1
+    columns = [
+        Column("time (UTC)", _when, 1, short=_when_short if one_day else lambda r: _when(r)[:11]),
+        Column("provider", lambda r: r["provider"], 6),
+        Column("model", lambda r: r["model"] or "-"),
+        Column("op", lambda r: r["operation"], 7),
+        Column("in", lambda r: count(r["input_tokens"]), 3, right=True),
+        Column("out", lambda r: count(r["output_tokens"]), 3, right=True),
+        Column("cost", lambda r: money(r["cost_usd"]), right=True),
+        Column("duration", lambda r: ms(r["duration_ms"]), 4, right=True),
+        Column("customer/user", lambda r: f"{r['customer_id'] or '-'}/{r['user_id'] or '-'}", 5),
+        Column("error", lambda r: r["error_category"] or "", 2),
+        Column("id", lambda r: r["id"]),
+    ]
+    return fit_table(columns, rows, width)
 
 
 @main.command("calls")
@@ -224,14 +372,16 @@ def calls_command(limit: int, as_json: bool, since: Any, until: Any, where: tupl
     tokentrail calls --limit 50
     tokentrail calls --where error_category=rate_limit --since 1h
     """
-    _check_times(since, until)
-    calls = _open(store_url).calls(since=since, until=until, where=report.parse_where(where) or None, limit=limit)
+    since, until = report.time_range(since, until)
+    rows = report.calls(_open(store_url), since, until, report.parse_where(where), limit)
     if as_json:
-        _json_out([to_dict(c) for c in calls])
-    elif not calls:
+        _json_out([{k: v for k, v in row.items() if k != "model"} for row in rows])
+        return
+    console = _console()
+    if not rows:
         console.print("No calls recorded in this range.")
     else:
-        console.print(_calls_table(calls))
+        console.print(calls_table(rows, console.width))
 
 
 @main.command("show")
@@ -240,21 +390,38 @@ def calls_command(limit: int, as_json: bool, since: Any, until: Any, where: tupl
 @store_option
 @handled
 def show_command(call_id: str, as_json: bool, store_url: str | None) -> None:
-    """One call in full: tokentrail show 01a2…"""
-    found = _open(store_url).calls(where={"id": call_id}, limit=1)
-    if not found:
-        raise StoreError(f"no call with id {call_id!r}")
-    data = to_dict(found[0])
+    """One call in full, by its id or a unique start of it: tokentrail show 019a4c2e81f3d2
+
+    Ids begin with the time (12 hex digits of milliseconds), so a prefix needs
+    a few more characters than that to be unique; when several calls match,
+    the error says how many.
+    """
+    data = report.find_call(_open(store_url), call_id)
+    data.pop("model", None)
     if as_json:
         _json_out(data)
         return
     table = Table(show_header=False)
-    table.add_column("field", style="bold")
-    table.add_column("value")
-    for name in FIELDS[LLMCall]:
-        if data[name] is not None:
-            table.add_row(name, json.dumps(data[name]) if isinstance(data[name], (list, dict)) else str(data[name]))
-    console.print(table)
+    table.add_column("field", style="bold", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    for name, value in data.items():
+        if value is not None and name != "type":
+            table.add_row(name, json.dumps(value) if isinstance(value, (list, dict)) else str(value))
+    _console().print(table)
+
+
+def _tail_line(row: dict[str, Any]) -> str:
+    moment = _moment(row)
+    tokens = "tokens ?" if row["input_tokens"] is None and row["output_tokens"] is None else \
+        f"{row['input_tokens'] or 0}->{row['output_tokens'] or 0} tok"
+    parts = [moment.strftime("%H:%M:%S") if moment else "-", row["provider"], row["model"] or "?", row["operation"],
+             tokens, money(row["cost_usd"])]
+    if row["duration_ms"] is not None:
+        parts.append(ms(row["duration_ms"]))
+    if row["error_category"]:
+        parts.append(f"ERROR {row['error_category']}")
+    parts += [f"{row['customer_id'] or '-'}/{row['user_id'] or '-'}", row["id"]]
+    return " ".join(parts)
 
 
 @main.command("tail")
@@ -267,78 +434,92 @@ def show_command(call_id: str, as_json: bool, store_url: str | None) -> None:
 def tail_command(interval: float, stop_after: int | None, timeout: float | None, where: tuple[str, ...], store_url: str | None) -> None:
     """Follow new calls as they are stored (like tail -f); Ctrl-C to stop.
 
+    If the store does not exist yet, waits for it to appear (saying so on
+    stderr) and then shows every call in it. Each look reads until it has
+    caught up, however many calls arrived since the last one.
+
     \b
     tokentrail tail --where provider=anthropic
     """
-    store = _open(store_url)
+    url = report.store_url(store_url)
     filt = report.parse_where(where) or None
-    _, cursor = store.calls_after(-1)
-    click.echo(f"following new calls in {store.url} (Ctrl-C to stop)", err=True)
-    seen, deadline = 0, (time.monotonic() + timeout) if timeout is not None else None
-    try:
-        while True:
-            calls, cursor = store.calls_after(cursor, where=filt)
-            for call in calls:
-                from .sinks.console import describe
+    deadline = (time.monotonic() + timeout) if timeout is not None else None
 
-                click.echo(f"{call.started_at:%H:%M:%S} {describe(call)} {call.customer_id or '-'}/{call.user_id or '-'} {call.id}")
+    def remaining() -> float:
+        return math.inf if deadline is None else deadline - time.monotonic()
+
+    from_start = False
+    if not report.store_exists(url):
+        click.echo(f"waiting for the store {report.store_path(url)} to appear (Ctrl-C to stop)", err=True)
+        while not report.store_exists(url):
+            if remaining() <= 0:
+                return
+            time.sleep(max(0.0, min(interval, 0.25, remaining())))
+        from_start = True  # a store that appeared while we waited is all new
+    store = _open(url)
+    cursor = report.start_cursor(store, from_start=from_start)
+    click.echo(f"following new calls in {url} (Ctrl-C to stop)", err=True)
+    seen = 0
+    while True:
+        for rows, cursor in report.new_calls(store, cursor, filt):
+            for row in rows:
+                click.echo(_tail_line(row))
                 seen += 1
                 if stop_after is not None and seen >= stop_after:
                     return
-            if deadline is not None and time.monotonic() >= deadline:
-                return
-            time.sleep(interval)
-    except KeyboardInterrupt:
-        return
+        if remaining() <= 0:
+            return
+        time.sleep(max(0.0, min(interval, remaining())))
 
 
 # -- export -------------------------------------------------------------------------------------------
 
 
 @main.command("export")
-@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl", "parquet"]), required=True)
-@click.option("--out", "out", type=click.Path(dir_okay=False, writable=True), required=True, help="File to write.")
+@click.option("--format", "fmt", type=click.Choice(list(report.EXPORT_FORMATS)), default=None,
+              help="csv, jsonl or parquet (default: from the --out file's extension).")
+@click.option("--out", "out", required=True, metavar="PATH", help="File to write, or - for standard output.")
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists (otherwise refused).")
 @filters
 @handled
-def export_command(fmt: str, out: str, since: Any, until: Any, where: tuple[str, ...], store_url: str | None) -> None:
-    """Write the calls to a file.
+def export_command(fmt: str | None, out: str, force: bool, since: Any, until: Any, where: tuple[str, ...], store_url: str | None) -> None:
+    """Write the calls (oldest first, every field) to a file or to standard output.
+
+    An existing file is never overwritten without --force.
 
     \b
-    tokentrail export --format csv --out calls.csv --since 30d
-    tokentrail export --format parquet --out calls.parquet   (needs: pip install 'tokentrail[parquet]')
+    tokentrail export --out calls.csv --since 30d
+    tokentrail export --format jsonl --out - | jq .cost_usd
+    tokentrail export --out calls.parquet   (needs: pip install 'tokentrail[parquet]')
     """
-    _check_times(since, until)
+    fmt = report.export_format(out, fmt)
+    since, until = report.time_range(since, until)
+    filt = report.parse_where(where) or None
     if fmt == "parquet":
-        try:
-            import pyarrow  # noqa: F401
-        except ImportError:
-            raise click.UsageError("parquet needs pyarrow: pip install 'tokentrail[parquet]'") from None
-    calls = _open(store_url).calls(since=since, until=until, where=report.parse_where(where) or None, limit=None, order="oldest")
-    rows = []
-    from rich.progress import Progress
-
-    with Progress(console=Console(stderr=True), transient=True) as progress:
-        task = progress.add_task("exporting", total=len(calls))
-        for call in calls:
-            rows.append(to_dict(call))
-            progress.advance(task)
-    path = Path(out)
-    if fmt == "jsonl":
-        path.write_text("".join(json.dumps(r, default=str) + "\n" for r in rows))
-    elif fmt == "csv":
-        columns = ["type", *FIELDS[LLMCall]]
-        with path.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=columns)
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in row.items()})
-    else:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        flat = [{k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in r.items()} for r in rows]
-        pq.write_table(pa.Table.from_pylist(flat), path)
-    click.echo(f"wrote {len(rows):,} calls to {path}", err=True)
+        if importlib.util.find_spec("pyarrow") is None:
+            raise click.UsageError("parquet needs pyarrow: pip install 'tokentrail[parquet]'")
+        if out == "-" and sys.stdout.isatty():
+            raise click.UsageError("parquet is binary: write it to a file or a pipe, not to the terminal")
+    if out != "-":
+        path = Path(out)
+        if path.is_dir():
+            _fail(f"cannot write {out}: it is a folder")
+        if path.exists() and not force:
+            raise click.UsageError(f"{out} exists; pass --force to overwrite it")
+        if not path.parent.is_dir():
+            _fail(f"cannot write {out}: no folder {path.parent}")
+    store = _open(store_url)
+    with _console(stderr=True).status("reading calls…"):
+        rows = report.export_rows(store, since, until, filt)
+    try:
+        written = report.write_rows(rows, fmt, sys.stdout if out == "-" else out, report.EXPORT_COLUMNS, overwrite=force)
+    except FileExistsError:
+        raise click.UsageError(f"{out} exists; pass --force to overwrite it") from None
+    except OSError as exc:
+        if isinstance(exc, BrokenPipeError):
+            raise
+        _fail(f"cannot write {out}: {exc.strerror or exc}")
+    click.echo(f"wrote {written:,} calls to {'standard output' if out == '-' else out}", err=True)
 
 
 # -- prices -------------------------------------------------------------------------------------------
@@ -359,6 +540,7 @@ def prices_command(models: tuple[str, ...], provider: str | None, unpriced: bool
     tokentrail prices --provider bedrock anthropic.claude-3-haiku-20240307-v1:0
     tokentrail prices --unpriced
     """
+    console = _console()
     if unpriced:
         rows = report.unpriced_models(_open(store_url))
         if as_json:
@@ -371,50 +553,21 @@ def prices_command(models: tuple[str, ...], provider: str | None, unpriced: bool
         return
     if not models:
         raise click.UsageError("name one or more models, or use --unpriced")
-    from .config import load_settings
-    from .pricing import PriceBook, _Tiered
-    from .semconv import normalize_provider
-
-    settings = load_settings()
-    book = PriceBook(settings.prices, settings.model_aliases)
-    out = []
-    for model in models:
-        rates = book.rates(normalize_provider(provider, model), model)
-        if rates is None:
-            out.append({"model": model, "price": None})
-            continue
-
-        def per_m(rate: Any) -> Any:
-            if rate is None:
-                return None
-            if isinstance(rate, _Tiered):
-                return {"base": rate.base * 1e6, "tiers": [{"above_input_tokens": s, "price": p * 1e6} for s, p in sorted(rate.tiers)]}
-            return rate * 1e6
-
-        out.append({"model": model, "priced_as": rates.model, "provider": rates.provider, "source": rates.source,
-                    "input": per_m(rates.input), "output": per_m(rates.output), "cache_read": per_m(rates.cache_read),
-                    "cache_write": per_m(rates.cache_write)})
+    out = report.price_table(models, provider)
     if as_json:
         _json_out(out)
         return
-    table = Table(title="USD per million tokens", title_justify="left")
-    for name in ("model", "priced as", "input", "output", "cache read", "cache write", "source"):
-        table.add_column(name)
-    for row in out:
-        if row.get("price", 1) is None:
-            table.add_row(row["model"], "no known price", "", "", "", "", "add it under `prices`")
-            continue
-
-        def show(value: Any) -> str:
-            if value is None:
-                return "-"
-            if isinstance(value, dict):
-                return f"${value['base']:g} (tiers)"
-            return f"${value:g}"
-
-        table.add_row(row["model"], f"{row['provider']}/{row['priced_as']}", show(row["input"]), show(row["output"]),
-                      show(row["cache_read"]), show(row["cache_write"]), row["source"])
-    console.print(table)
+    known = [r for r in out if r.get("price", True) is not None]
+    columns = [
+        Column("model", lambda r: r["model"]),
+        Column("priced as", lambda r: f"{r['provider']}/{r['priced_as']}" if r in known else "no known price", 2),
+        Column("input", lambda r: rate(r["input"]) if r in known else "", right=True),
+        Column("output", lambda r: rate(r["output"]) if r in known else "", right=True),
+        Column("cache read", lambda r: rate(r["cache_read"]) if r in known else "", 3, right=True),
+        Column("cache write", lambda r: rate(r["cache_write"]) if r in known else "", 3, right=True),
+        Column("source", lambda r: r["source"] if r in known else "add it under `prices`", 4),
+    ]
+    console.print(fit_table(columns, out, console.width, "USD per million tokens"))
 
 
 # -- run, doctor, demo ----------------------------------------------------------------------------
@@ -462,67 +615,85 @@ def run_command(command: tuple[str, ...], store_url: str | None) -> None:
 
 
 @main.command("doctor")
+@click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
 @store_option
 @handled
-def doctor_command(store_url: str | None) -> None:
-    """Installed SDKs, the configuration in effect and where each value came from, the store."""
-    from .config import load_settings
+def doctor_command(as_json: bool, store_url: str | None) -> None:
+    """Installed SDKs, the configuration in effect and where each value came from, the store.
+
+    Exits 1 when the store cannot be read.
+    """
     from .instrument import ADAPTERS, available
 
-    settings = load_settings()
-    found = available()
-    wanted = set(ADAPTERS) if settings.instrument is True else set(settings.instrument or ())
-    table = Table(title="SDKs", title_justify="left")
-    for name in ("sdk", "installed", "supported", "patched by init()"):
-        table.add_column(name)
-    for name in ADAPTERS:
-        version = found.get(name)
-        supported = version is not None and "unsupported" not in version
-        table.add_row(name, version.split(" ")[0] if version else "not installed", "yes" if supported else "no",
-                      "yes" if supported and name in wanted else "no")
-    console.print(table)
-    config = Table(title="configuration", title_justify="left")
-    for name in ("option", "value", "from"):
-        config.add_column(name)
-    for name, source in settings.sources.items():
-        value = getattr(settings, name)
-        if name == "prices":
-            value = ", ".join(value) or "-"
-        config.add_row(name, str(value), source)
-    console.print(config)
-    url = store_url or settings.store
-    if url is None:
-        console.print("store: none (exporters only)")
-        return
-    try:
-        store = report.open_existing(url)
-        total = report.totals(store)
-        console.print(f"store: {url} reachable, schema version {store.schema_version()}, {total['calls'] if total else 0:,} calls")
-    except StoreError as exc:
-        console.print(f"store: {url} — {str(exc).removeprefix('tokentrail: ')}")
+    data = report.doctor(store_url, adapters=list(ADAPTERS), installed=available())
+    if as_json:
+        _json_out(data)
+    else:
+        console = _console()
+        sdks = Table(title="SDKs", title_justify="left")
+        for name in ("sdk", "installed", "supported", "patched by init()"):
+            sdks.add_column(name)
+        for row in data["sdks"]:
+            sdks.add_row(row["sdk"], row["installed"] or "not installed", "yes" if row["supported"] else "no",
+                         "yes" if row["patched_by_init"] else "no")
+        console.print(sdks)
+        config = Table(title="configuration", title_justify="left")
+        config.add_column("option", no_wrap=True)
+        config.add_column("value", overflow="fold")
+        config.add_column("from")
+        for row in data["configuration"]:
+            value = row["value"]
+            if isinstance(value, (list, tuple)):
+                value = ", ".join(map(str, value)) or "-"
+            elif isinstance(value, dict):
+                value = ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
+            config.add_row(row["option"], str(value), row["source"])
+        console.print(config)
+        store = data["store"]
+        if store["url"] is None:
+            console.print("store: none (exporters only)")
+        elif store["ok"]:
+            mode = " (read-only)" if store["read_only"] else ""
+            console.print(f"store: {store['url']} reachable{mode}, schema version {store['schema_version']}, "
+                          f"{store['calls']:,} calls")
+        else:
+            console.print(f"store: {store['url']} — {store['error']}")
+    if not data["store"]["ok"]:
         sys.exit(1)
 
 
 @main.command("demo")
-@store_option
+@click.option("--store", "store_url", default=None, metavar="URL|PATH",
+              help=f"Where to record the demo's calls (default: {report.DEMO_STORE}, a store of its own, recreated each run).")
 @handled
 def demo_command(store_url: str | None) -> None:
     """Record a realistic mix of calls (real openai and anthropic SDKs, a local fake provider), then report.
 
-    No network and no keys: the provider is tokentrail.testing's fake, on 127.0.0.1.
+    No network and no keys: the provider is tokentrail.testing's fake, on
+    127.0.0.1. The calls go to a store of their own, tokentrail-demo.db in
+    the working directory (recreated on each run), never to your configured
+    store, where fake calls would count in your reports and budgets. Each
+    demo call carries the tag `demo`. With --store the demo adds its calls
+    to that store instead.
     """
     from . import demo
 
     missing = [sdk for sdk in ("openai", "anthropic") if importlib.util.find_spec(sdk) is None]
     if missing:
         raise click.UsageError(f"the demo drives the real SDKs: pip install {' '.join(missing)}")
-    url = store_url or _default_store()
+    url = report.store_url(store_url or report.DEMO_STORE)
+    if store_url is None:
+        demo.reset(url)
+    console = _console()
     with console.status("running the demo app against a local fake provider…"):
         made = demo.run(url)
     console.print(f"recorded {made} calls into {url}\n")
-    print_report(report.open_existing(url), ("model",))
-    console.print("\nNext: [bold]tokentrail report --by customer[/bold], [bold]tokentrail calls[/bold], "
-                  "[bold]tokentrail report --by workflow[/bold]")
+    print_report(console, report.report(report.open_existing(url), ("model",)), ("model",))
+    store_arg = f" --store {store_url or report.store_path(url)}"
+    console.print(f"\nNext: [bold]tokentrail report{store_arg} --by customer[/bold], "
+                  f"[bold]tokentrail calls{store_arg}[/bold], [bold]tokentrail report{store_arg} --by workflow[/bold]")
+    if store_url is None:
+        console.print("(The demo has a store of its own; your configured store was not touched.)")
 
 
 if __name__ == "__main__":

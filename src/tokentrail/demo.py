@@ -4,14 +4,27 @@ Real `openai` and `anthropic` clients talk over HTTP to tokentrail.testing's
 fake provider on 127.0.0.1: several models and both providers, streams, tool
 calls, a workflow with outcomes, a few failures, several users, customers and
 features. Nothing leaves the machine; no keys are needed.
+
+Where the calls go (decided here, shown in `tokentrail demo --help`): by
+default a store of their own, `tokentrail-demo.db` in the working directory,
+recreated on each run (`reset`) so a second run shows the same report rather
+than double counts. Fake calls in the real store would show in its reports
+and count against its budgets (budgets are seeded from the store). Every demo
+call, tool call and outcome also carries the tag `demo`, so calls recorded
+into another store with `--store` can still be told apart. The demo
+records to its store only: configured exporters and budgets are not used.
 """
 
 from __future__ import annotations
 
+import os
 import random
+from pathlib import Path
 from typing import Any
 
 import tokentrail
+from tokentrail import report
+from tokentrail.errors import StoreError
 from tokentrail.testing import FakeProvider
 
 CUSTOMERS = {"acme": ["u-ana", "u-ben"], "globex": ["u-cho"], "initech": ["u-dee", "u-eli"]}
@@ -36,17 +49,39 @@ def _support_ticket(gpt: Any, claude: Any, customer: str, user: str, rng: random
         run.emit_outcome("ticket_resolved" if resolved else "ticket_escalated", value=1, success=resolved)
 
 
+def reset(store: str) -> None:
+    """Remove the demo store at `store` so the next run starts empty — only if it holds nothing but demo calls.
+
+    A missing store is fine; a store with other calls raises `StoreError` and is left alone.
+    """
+    path = report.store_path(store)
+    if path is None or path == ":memory:" or not Path(path).exists():
+        return
+    opened = report.open_existing(store)
+    try:
+        if not report.only_demo_calls(opened):
+            raise StoreError(f"{path} holds calls that are not from the demo; it was left alone — "
+                             "move it away, or pass --store to record the demo elsewhere")
+    finally:
+        opened.close()
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            os.remove(path + suffix)
+        except FileNotFoundError:
+            pass
+
+
 def run(store: str, seed: int = 7) -> int:
-    """Make the calls, record them into `store`; returns how many LLM calls were made."""
+    """Make the calls, record them into `store` (tagged `demo`); returns how many LLM calls were made."""
     import anthropic
     import openai
 
     rng = random.Random(seed)
     fake = FakeProvider(latency=0.005, frame_delay=0.001, cache_read_tokens=0)
     made = 0
-    tokentrail.init(store, instrument=True)
+    tokentrail.init(store, instrument=True, exporters=(), budgets=(), enabled=True)
     try:
-        with fake.serve() as url:
+        with fake.serve() as url, tokentrail.attributes(tags=[report.DEMO_TAG]):
             gpt = openai.OpenAI(base_url=f"{url}/v1", api_key="sk-demo", max_retries=0)
             claude = anthropic.Anthropic(base_url=url, api_key="sk-ant-demo", max_retries=0)
             for customer, users in CUSTOMERS.items():

@@ -1,19 +1,61 @@
-"""The questions the CLI (and the dashboard) ask a store: what did we spend, on what, for whom, what failed.
+"""The one read API behind the `tokentrail` command and the dashboard: what did we spend, on what,
+for whom, and what failed.
 
 Everything here reads a store through its public read API (`calls`, `summary`,
-`outcomes`, `calls_after`) and returns plain data (dicts, lists); presenting
-it is the caller's business.
+`outcomes`, `calls_after`) and returns plain data — dicts and lists of
+JSON-ready values — documented per function; presenting it is the caller's
+business (`cli.py` renders it with rich, the dashboard with HTML).
+
+Decisions a user can see, written here because the README is edited elsewhere:
+
+- **Store URLs.** `--store` takes a URL (`sqlite:///relative.db`,
+  `sqlite:////absolute.db`) or a plain file path, relative or absolute, kept as
+  written (`/data/calls.db` is absolute, `calls.db` relative to the working
+  directory). See `store_url`.
+- **Reading never creates a store** and never needs write access: a SQLite
+  file (or its folder) that this user may not write is read through a
+  read-only connection (`SQLiteReader`, `mode=ro`, or `immutable=1` when not
+  even SQLite's shared-memory file can be created), so a store on a read-only
+  mount, a backup, or another user's file can still be reported on.
+- **Times** (`--since`, `--until`) are parsed once, here (`parse_time`): a
+  value out of range is a usage error naming the value, not a traceback.
+- **`show` takes a unique id prefix** (`find_call`). Ids begin with the time
+  in milliseconds, so a prefix needs a few characters past those twelve.
+- **Cost per outcome honours `--where`** (`outcomes_report`): outcomes are
+  filtered by the attribution fields they carry (user, customer, feature,
+  session, workflow, run), run costs come from the filtered calls only, and a
+  filter on a call-only field (model, provider, …) keeps just the runs that
+  made such a call.
+- **The demo writes to its own store**, `tokentrail-demo.db` (`DEMO_STORE`),
+  and tags every call `demo` (`DEMO_TAG`): fake calls never land in the real
+  store, where they would show in reports and count against budgets (budgets
+  are seeded from the store at `init()`).
 """
 
 from __future__ import annotations
 
+import csv
+import json
 import os
+import sqlite3
+import threading
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-from .errors import StoreError
+from .errors import ConfigError, StoreError
+from .record import FIELDS, LLMCall, Outcome, to_dict
+from .times import parse_time as _parse_time_value
 
-__all__ = ["BREAKDOWNS", "open_existing", "parse_where", "totals", "breakdown", "outcomes_report", "unpriced_models"]
+__all__ = [
+    "BREAKDOWNS", "DEMO_STORE", "DEMO_TAG", "EXPORT_COLUMNS", "EXPORT_FORMATS", "PAGE",
+    "default_store", "store_url", "store_path", "store_exists", "open_existing", "SQLiteReader",
+    "parse_time", "time_range", "parse_where",
+    "totals", "breakdown", "outcomes_report", "report", "unpriced_models",
+    "calls", "find_call", "matching_ids", "start_cursor", "new_calls", "only_demo_calls",
+    "export_rows", "export_format", "write_rows",
+    "price_table", "doctor",
+]
 
 # --by names -> the store's group names
 BREAKDOWNS = {
@@ -29,18 +71,270 @@ BREAKDOWNS = {
     "hour": "hour",
 }
 
+DEMO_STORE = "sqlite:///tokentrail-demo.db"
+DEMO_TAG = "demo"
 
-def open_existing(url: str) -> Any:
-    """The store at `url` for reading; a missing SQLite file is an error (reading must not create one)."""
-    from .sinks import open_store
+# How many calls one look of `tail` (and a prefix scan) reads at a time.
+PAGE = 1000
+
+
+# -- stores -----------------------------------------------------------------------------------------
+
+
+def default_store() -> str | None:
+    """The `store` of the configuration in effect (arguments > TOKENTRAIL_STORE > file > default); None for `none`."""
+    from .config import load_settings
+
+    return load_settings().store
+
+
+def store_url(value: Any = None) -> str:
+    """A store URL from what a user typed; None means the configured store.
+
+    A plain path is a SQLite file and is kept as written: `/abs/calls.db` is
+    absolute, `calls.db` and `data/calls.db` are relative to the working
+    directory, `~/calls.db` is under the home folder. URLs follow SQLAlchemy:
+    `sqlite:///relative.db`, `sqlite:////absolute.db`. ValueError for
+    anything else.
+    """
+    from .sinks import normalize_store_url
+
+    if value is None:
+        value = default_store()
+        if value is None:
+            raise ConfigError("the configured store is `none` (exporters only); pass --store to read a store")
+    if isinstance(value, (str, os.PathLike)) and not os.fspath(value).strip():
+        raise ValueError("--store needs a URL or a file path, not an empty string")
+    try:
+        url = normalize_store_url(value)
+    except ValueError as exc:
+        raise ValueError(f"not a store: {value!r}; expected {exc}") from None
+    if url is None:
+        raise ValueError(f"not a store to read: {value!r}")
+    return url
+
+
+def store_path(url: str) -> str | None:
+    """The file behind a `sqlite://` URL (`:memory:` for an in-memory store); None for other kinds of store."""
     from .sinks.sqlite import path_of
 
-    path = path_of(url)
-    if path != ":memory:" and not Path(path).exists():
+    url = store_url(url)
+    if not url.startswith("sqlite://"):
+        return None
+    return path_of(url)
+
+
+def store_exists(url: str) -> bool:
+    """Whether there is something to read at `url` (always True for stores that are not files)."""
+    path = store_path(url)
+    return path is None or path == ":memory:" or Path(path).is_file()
+
+
+def _writable(path: Path) -> bool:
+    return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+
+
+def open_existing(url: Any) -> Any:
+    """The store at `url` (a URL, a plain path, or None for the configured store) for reading.
+
+    A missing SQLite file is an error (reading never creates one). A file this
+    user may read but not write — or that the normal store cannot open, say on
+    a read-only mount — is read through `SQLiteReader`. Raises `StoreError`
+    with a one-line message.
+    """
+    from .sinks import open_store
+
+    url = store_url(url)
+    path = store_path(url)
+    if path is None or path == ":memory:":
+        return open_store(url)
+    file = Path(path)
+    if not file.exists():
         raise StoreError(f"no store at {path} — record some calls first (or run `tokentrail demo`), or pass --store")
-    if path != ":memory:" and not os.access(path, os.R_OK):
+    if file.is_dir():
+        raise StoreError(f"{path} is a folder, not a store file")
+    if not os.access(file, os.R_OK):
         raise StoreError(f"the store {path} is not readable")
-    return open_store(url)
+    if not _writable(file):
+        return SQLiteReader(url)
+    try:
+        return open_store(url)
+    except StoreError as exc:
+        try:
+            return SQLiteReader(url)
+        except StoreError:
+            raise exc from None
+
+
+class SQLiteReader:
+    """A SQLite store opened read-only: the read side of `SQLiteStore`, and nothing that writes.
+
+    Opens `file:PATH?mode=ro` (falling back to `immutable=1` when SQLite may
+    not create the WAL's shared-memory file next to the store), never
+    migrates, and reads a store of an older or newer schema as far as their
+    columns agree (a column this tokentrail knows but the file lacks reads as
+    NULL). Until the store registry can open stores read-only, `open_existing`
+    uses this for files it may not write.
+    """
+
+    kind = "sqlite"
+    read_only = True
+
+    def __init__(self, url: str, *, busy_timeout_s: float = 10.0) -> None:
+        from .sinks.query import percentile
+        from .sinks.schema import DIALECTS, codecs
+
+        self.url = url
+        self.path = store_path(url) or ""
+        self._timeout = busy_timeout_s
+        self._guard = threading.Lock()
+        self._db = self._open(immutable=False)
+        self._db.create_aggregate("tt_percentile", 2, percentile)
+        self._codecs = codecs(DIALECTS["sqlite"])
+        try:
+            tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            self._present = {
+                cls: {row[1] for row in self._db.execute(f"PRAGMA table_info({codec.name})")}
+                for cls, codec in self._codecs.items()
+            }
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise StoreError(f"{self.path} is not a usable SQLite database ({exc}); it was left untouched") from None
+        ours = {codec.name for codec in self._codecs.values()}
+        if tables and "schema_version" not in tables:
+            self._db.close()
+            which = "tokentrail-named tables but no schema_version" if tables & ours else "no tokentrail tables"
+            raise StoreError(f"{self.path} is not a tokentrail store ({which}); it was left untouched")
+
+    def _open(self, immutable: bool) -> sqlite3.Connection:
+        uri = Path(self.path).resolve().as_uri() + ("?immutable=1" if immutable else "?mode=ro")
+        try:
+            db = sqlite3.connect(uri, uri=True, timeout=self._timeout, isolation_level=None, check_same_thread=False)
+            db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            return db
+        except sqlite3.OperationalError as exc:
+            # A WAL store needs its -shm file; when it is missing and cannot be created (a read-only
+            # folder), no writer has the store open either, so reading it as immutable is safe.
+            if not immutable and ("unable to open" in str(exc) or "readonly" in str(exc)):
+                try:
+                    return self._open(immutable=True)
+                except StoreError:
+                    pass
+            raise StoreError(f"cannot read the store {self.path}: {exc}") from None
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} is not a usable SQLite database ({exc}); it was left untouched") from None
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self._guard:
+            return self._db.execute(sql, params).fetchall()
+
+    def _query(self, cls: type) -> Any:
+        from .sinks.query import QueryBuilder
+
+        codec = self._codecs[cls]
+        return QueryBuilder([c for c in codec.columns if c in self._present[cls]], codec.time_column, style="qmark")
+
+    def _select_list(self, cls: type) -> str:
+        present = self._present[cls]
+        return ", ".join(c if c in present else f"NULL AS {c}" for c in self._codecs[cls].columns)
+
+    def _select(self, cls: type, since: Any, until: Any, where: Any, limit: int | None, order: str) -> list[Any]:
+        codec = self._codecs[cls]
+        query = self._query(cls)
+        clause, params = query.where(since=since, until=until, where=where)
+        order_sql = query.order(order)
+        if not self._present[cls]:
+            return []
+        sql = f"SELECT {self._select_list(cls)} FROM {codec.name}{clause} {order_sql}"
+        if limit is not None:
+            sql += f" LIMIT {query.limit(limit)}"
+        return [codec.record(row) for row in self._rows(sql, params)]
+
+    def schema_version(self) -> int | None:
+        if not self._present[LLMCall]:
+            return None
+        return self._rows("SELECT MAX(version) FROM schema_version")[0][0]
+
+    def calls(self, since: Any = None, until: Any = None, where: Any = None, limit: int | None = 100, order: str = "newest") -> list[Any]:
+        return self._select(LLMCall, since, until, where, limit, order)
+
+    def tool_calls(self, since: Any = None, until: Any = None, where: Any = None, limit: int | None = 100, order: str = "newest") -> list[Any]:
+        from .record import ToolCall
+
+        return self._select(ToolCall, since, until, where, limit, order)
+
+    def outcomes(self, since: Any = None, until: Any = None, where: Any = None, limit: int | None = 100, order: str = "newest") -> list[Any]:
+        return self._select(Outcome, since, until, where, limit, order)
+
+    def calls_after(self, cursor: int = 0, where: Any = None, limit: int = PAGE) -> tuple[list[Any], int]:
+        """As `SQLiteStore.calls_after`: calls stored after `cursor`, in insertion order, and the next cursor."""
+        codec = self._codecs[LLMCall]
+        query = self._query(LLMCall)
+        clause, params = query.where(where=where)
+        if not self._present[LLMCall]:
+            return [], max(cursor, 0)
+        if cursor < 0:
+            return [], self._rows("SELECT COALESCE(MAX(rowid), 0) FROM llm_calls")[0][0]
+        clause = (clause + " AND" if clause else " WHERE") + " rowid > ?"
+        rows = self._rows(f"SELECT rowid, {self._select_list(LLMCall)} FROM llm_calls{clause} "
+                          f"ORDER BY rowid LIMIT {query.limit(limit)}", [*params, cursor])
+        if not rows:
+            return [], cursor
+        return [codec.record(row[1:]) for row in rows], rows[-1][0]
+
+    def summary(self, group_by: Sequence[str] | str = ("model",), since: Any = None, until: Any = None, where: Any = None) -> list[dict[str, Any]]:
+        query = self._query(LLMCall)
+        sql, params, keys = query.summary_sql("llm_calls", group_by, since=since, until=until, where=where)
+        if not self._present[LLMCall]:
+            return []
+        return query.summary_rows(self._rows(sql, params), keys)
+
+    def ids_with_prefix(self, prefix: str) -> list[str]:
+        """Ids of the calls whose id starts with `prefix` (in id order)."""
+        if not self._present[LLMCall]:
+            return []
+        return [row[0] for row in self._rows("SELECT id FROM llm_calls WHERE substr(id, 1, ?) = ? ORDER BY id",
+                                             (len(prefix), prefix))]
+
+    def export(self, records: Sequence[Any]) -> None:
+        raise StoreError(f"the store {self.path} is open read-only")
+
+    def close(self) -> None:
+        with self._guard:
+            self._db.close()
+
+    def __enter__(self) -> SQLiteReader:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SQLiteReader({self.url!r})"
+
+
+# -- arguments --------------------------------------------------------------------------------------
+
+
+def parse_time(value: Any) -> datetime:
+    """An aware UTC datetime from what users type (`24h`, `7d`, `2026-11-01`, ISO 8601, a datetime, epoch seconds).
+
+    ValueError — never OverflowError — for anything that is not a time or is
+    out of the range a datetime can hold (`10000000d`).
+    """
+    try:
+        return _parse_time_value(value)
+    except (OverflowError, OSError):
+        raise ValueError(f"time out of range: {value!r}; use a date such as 2026-11-01 or a duration such as 7d") from None
+
+
+def time_range(since: Any = None, until: Any = None) -> tuple[datetime | None, datetime | None]:
+    """(since, until) as datetimes (None stays None); ValueError when since is not before until."""
+    start = None if since is None else parse_time(since)
+    end = None if until is None else parse_time(until)
+    if start is not None and end is not None and start >= end:
+        raise ValueError(f"--since ({start:%Y-%m-%d %H:%M:%S}) must be before --until ({end:%Y-%m-%d %H:%M:%S})")
+    return start, end
 
 
 def parse_where(items: Iterable[str]) -> dict[str, Any]:
@@ -55,29 +349,60 @@ def parse_where(items: Iterable[str]) -> dict[str, Any]:
     return where
 
 
+# -- reports ----------------------------------------------------------------------------------------
+
+
 def totals(store: Any, since: Any = None, until: Any = None, where: Any = None) -> dict[str, Any] | None:
-    """One row over everything in range (None when nothing is)."""
-    rows = store.summary(group_by=(), since=since, until=until, where=where)
+    """One summary row over everything in range (None when nothing is).
+
+    Keys: calls, input_tokens, output_tokens, cache_read_tokens,
+    cache_write_tokens, reasoning_tokens, total_tokens, cost_usd (None when no
+    call had a price), unpriced_calls, errors, error_rate, p50_ms, p95_ms,
+    ttft_p50_ms.
+    """
+    rows = store.summary(group_by=(), since=since, until=until, where=where or None)
     return rows[0] if rows else None
 
 
 def breakdown(store: Any, by: Sequence[str], since: Any = None, until: Any = None, where: Any = None) -> list[dict[str, Any]]:
+    """One row per group (costliest first): the `by` keys (`model`, `customer`, …) and the `totals` keys."""
     unknown = [b for b in by if b not in BREAKDOWNS]
     if unknown:
         raise ValueError(f"cannot break down by {unknown}; accepted: {', '.join(BREAKDOWNS)}")
-    return store.summary(group_by=[BREAKDOWNS[b] for b in by], since=since, until=until, where=where)
+    return store.summary(group_by=[BREAKDOWNS[b] for b in by], since=since, until=until, where=where or None)
 
 
-def outcomes_report(store: Any, since: Any = None, until: Any = None) -> list[dict[str, Any]]:
-    """Per workflow and outcome: how many, their value, and the LLM cost of the runs that produced them."""
-    outcomes = store.outcomes(since=since, until=until, limit=None)
+# Attribution fields an outcome carries, by the names `--where` accepts.
+_OUTCOME_FIELDS = {"user_id": "user_id", "user": "user_id", "customer_id": "customer_id", "customer": "customer_id",
+                   "feature": "feature", "session_id": "session_id", "session": "session_id", "workflow": "workflow",
+                   "workflow_run_id": "workflow_run_id", "workflow_run": "workflow_run_id"}
+
+
+def outcomes_report(store: Any, since: Any = None, until: Any = None, where: Any = None) -> list[dict[str, Any]]:
+    """Per workflow and outcome: how many, their value, and the LLM cost of the runs that produced them.
+
+    Rows (sorted by workflow, outcome): workflow, outcome, count, successes,
+    value (sum), runs, cost_usd (of the runs' calls), cost_per_outcome_usd
+    (cost / successes; None without successes).
+
+    `where` filters outcomes by the attribution fields they carry (user,
+    customer, feature, session, workflow, run); run costs count only the
+    calls `where` selects; a filter on a field only calls have (model,
+    provider, error_category, …) keeps the outcomes of runs with such a call.
+    """
+    where = dict(where or {})
+    own = {_OUTCOME_FIELDS[k.strip().lower()]: v for k, v in where.items() if k.strip().lower() in _OUTCOME_FIELDS}
+    calls_only = len(own) < len(where)
+    outcomes = store.outcomes(since=since, until=until, where=own or None, limit=None)
     if not outcomes:
         return []
     run_cost = {row["workflow_run"]: row["cost_usd"] or 0.0
-                for row in store.summary(group_by=("workflow_run",), since=since, until=until)
+                for row in store.summary(group_by=("workflow_run",), since=since, until=until, where=where or None)
                 if row["workflow_run"] is not None}
     groups: dict[tuple[Any, str], dict[str, Any]] = {}
     for outcome in outcomes:
+        if calls_only and outcome.workflow_run_id not in run_cost:
+            continue
         group = groups.setdefault((outcome.workflow, outcome.name), {
             "workflow": outcome.workflow, "outcome": outcome.name, "count": 0, "successes": 0,
             "value": 0.0, "runs": set()})
@@ -98,7 +423,277 @@ def outcomes_report(store: Any, since: Any = None, until: Any = None) -> list[di
     return rows
 
 
+def report(store: Any, by: Sequence[str] = ("model",), since: Any = None, until: Any = None, where: Any = None) -> dict[str, Any]:
+    """`{"totals": totals(...) or None, "breakdown": breakdown(...), "outcomes": outcomes_report(...)}` — what `tokentrail report` shows."""
+    return {"totals": totals(store, since, until, where),
+            "breakdown": breakdown(store, by or ("model",), since, until, where),
+            "outcomes": outcomes_report(store, since, until, where)}
+
+
 def unpriced_models(store: Any, since: Any = None) -> list[dict[str, Any]]:
-    """Models seen with tokens but no price."""
+    """Models seen with tokens but no price: summary rows with provider, model, calls, total_tokens, …"""
     rows = store.summary(group_by=("provider", "model"), since=since, where={"cost_usd": None})
     return [r for r in rows if r["total_tokens"]]
+
+
+# -- calls ------------------------------------------------------------------------------------------
+
+
+def _row(call: Any) -> dict[str, Any]:
+    row = to_dict(call)
+    row["model"] = call.model
+    return row
+
+
+def calls(store: Any, since: Any = None, until: Any = None, where: Any = None, limit: int | None = 20) -> list[dict[str, Any]]:
+    """The latest calls, newest first: `record.to_dict` of each (every field, times as ISO text) plus `model`."""
+    return [_row(c) for c in store.calls(since=since, until=until, where=where or None, limit=limit)]
+
+
+def matching_ids(store: Any, prefix: str) -> list[str]:
+    """Ids of the calls whose id starts with `prefix`.
+
+    Uses the store's `ids_with_prefix` when it has one; otherwise pages
+    through `calls_after` (bounded memory, one pass over the store).
+    """
+    lookup = getattr(store, "ids_with_prefix", None)
+    if callable(lookup):
+        return list(lookup(prefix))
+    found: list[str] = []
+    cursor = 0
+    while True:
+        page, cursor = store.calls_after(cursor, limit=PAGE)
+        found.extend(c.id for c in page if c.id.startswith(prefix))
+        if len(page) < PAGE:
+            return found
+
+
+def find_call(store: Any, ref: str) -> dict[str, Any]:
+    """The call whose id is `ref`, or the only one whose id starts with `ref` (as `calls()` rows).
+
+    StoreError (one line) when none matches, or when several do: it says how
+    many and shows a few.
+    """
+    ref = ref.strip()
+    if not ref:
+        raise ValueError("give a call id, or the start of one")
+    found = store.calls(where={"id": ref}, limit=1)
+    if not found:
+        ids = matching_ids(store, ref)
+        if not ids:
+            raise StoreError(f"no call with id {ref!r}, nor one whose id starts with it")
+        if len(ids) > 1:
+            shown = ", ".join(ids[:3]) + (", …" if len(ids) > 3 else "")
+            raise StoreError(f"{len(ids)} calls have an id starting with {ref!r} ({shown}); give more of the id")
+        found = store.calls(where={"id": ids[0]}, limit=1)
+    return _row(found[0])
+
+
+def start_cursor(store: Any, from_start: bool = False) -> int:
+    """Where following a store begins: after the calls stored now, or (`from_start`) before all of them."""
+    return 0 if from_start else store.calls_after(-1)[1]
+
+
+def new_calls(store: Any, cursor: int, where: Any = None, page: int = PAGE) -> Iterator[tuple[list[dict[str, Any]], int]]:
+    """Every call stored after `cursor`, as (rows, next cursor) pages of at most `page`, until caught up.
+
+    A consumer that stops early resumes from the cursor of the last page it took.
+    """
+    while True:
+        found, cursor = store.calls_after(cursor, where=where or None, limit=page)
+        if found:
+            yield [_row(c) for c in found], cursor
+        if len(found) < page:
+            return
+
+
+def only_demo_calls(store: Any) -> bool:
+    """Whether every call in the store carries the demo tag (True for an empty store)."""
+    cursor = 0
+    while True:
+        page, cursor = store.calls_after(cursor, limit=PAGE)
+        if any(DEMO_TAG not in (c.tags or ()) for c in page):
+            return False
+        if len(page) < PAGE:
+            return True
+
+
+# -- export -----------------------------------------------------------------------------------------
+
+EXPORT_FORMATS = ("csv", "jsonl", "parquet")
+# Columns of an export: `type` (always `llm_call`), then every field of the record.
+EXPORT_COLUMNS = ("type", *FIELDS[LLMCall])
+
+
+def export_rows(store: Any, since: Any = None, until: Any = None, where: Any = None) -> list[dict[str, Any]]:
+    """Every call in range, oldest first, as `record.to_dict` rows (keys: `EXPORT_COLUMNS`)."""
+    return [to_dict(c) for c in store.calls(since=since, until=until, where=where or None, limit=None, order="oldest")]
+
+
+def export_format(path: str | None, fmt: str | None = None) -> str:
+    """The format to write: `fmt` if given, else read off the file name's extension. ValueError if neither says."""
+    if fmt:
+        if fmt not in EXPORT_FORMATS:
+            raise ValueError(f"unknown format {fmt!r}; accepted: {', '.join(EXPORT_FORMATS)}")
+        return fmt
+    suffix = Path(path).suffix.lower().lstrip(".") if path and path != "-" else ""
+    suffix = {"ndjson": "jsonl", "pq": "parquet"}.get(suffix, suffix)
+    if suffix not in EXPORT_FORMATS:
+        raise ValueError(f"say --format ({', '.join(EXPORT_FORMATS)}): it cannot be told from {path!r}")
+    return suffix
+
+
+def _flat(value: Any) -> Any:
+    return json.dumps(value) if isinstance(value, (list, dict)) else value
+
+
+def write_rows(rows: Sequence[Mapping[str, Any]], fmt: str, target: Any, columns: Sequence[str] | None = None,
+               *, overwrite: bool = False) -> int:
+    """Write `rows` as csv, jsonl or parquet to `target`; returns how many were written.
+
+    `target` is a path (str or PathLike) or an open stream: a text stream for
+    csv and jsonl; for parquet a binary stream, or a text stream with a
+    `.buffer` (stdout). A path that exists is refused (FileExistsError)
+    unless `overwrite`; a file this call created is removed if writing
+    fails. `columns` defaults to the keys of the first row; in csv and parquet
+    lists and dicts are JSON text. OSError for what the file system refuses.
+    """
+    fmt = export_format(None, fmt)
+    columns = list(columns or (rows[0].keys() if rows else ()))
+    if isinstance(target, (str, os.PathLike)):
+        path = Path(target)
+        if path.is_dir():
+            raise IsADirectoryError(21, "is a folder", str(path))
+        existed = path.exists()
+        if existed and not overwrite:
+            raise FileExistsError(17, "exists", str(path))
+        mode = ("w" if existed else "x") + ("b" if fmt == "parquet" else "")
+        try:
+            with open(path, mode, **({} if fmt == "parquet" else {"newline": "", "encoding": "utf-8"})) as fh:
+                _write(rows, fmt, fh, columns)
+        except BaseException:
+            if not existed and path.is_file():
+                path.unlink()
+            raise
+        return len(rows)
+    _write(rows, fmt, target, columns)
+    target.flush()
+    return len(rows)
+
+
+def _write(rows: Sequence[Mapping[str, Any]], fmt: str, stream: Any, columns: list[str]) -> None:
+    if fmt == "jsonl":
+        for row in rows:
+            stream.write(json.dumps({k: row.get(k) for k in columns}, default=str) + "\n")
+    elif fmt == "csv":
+        writer = csv.DictWriter(stream, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _flat(row.get(k)) for k in columns})
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        binary = getattr(stream, "buffer", stream)
+        table = pa.table({k: [_flat(row.get(k)) for row in rows] for k in columns})
+        pq.write_table(table, binary)
+
+
+# -- prices -----------------------------------------------------------------------------------------
+
+
+def _per_million(rate: Any) -> Any:
+    """USD per token -> USD per million tokens; a tiered rate -> {"base": …, "tiers": [{"above_input_tokens", "price"}]}."""
+    if rate is None:
+        return None
+    tiers = getattr(rate, "tiers", None)
+    if tiers is not None:  # a rate that changes with the call's input tokens
+        return {"base": rate.base * 1e6,
+                "tiers": [{"above_input_tokens": start, "price": price * 1e6} for start, price in sorted(tiers)]}
+    return float(rate) * 1e6
+
+
+def price_table(models: Iterable[str], provider: str | None = None) -> list[dict[str, Any]]:
+    """The prices tokentrail would use for `models`, from the configuration in effect (custom prices, aliases).
+
+    One dict per model. Unknown: `{"model": m, "price": None}`. Known: model,
+    provider, priced_as (the model the price is for), source (`custom` or
+    `genai-prices <version>`), input, output, cache_read, cache_write,
+    reasoning — USD per million tokens, None where the model has no such
+    rate, a dict for tiered rates (see `_per_million`) — and request_usd
+    (per request, usually None).
+    """
+    from .config import load_settings
+    from .pricing import PriceBook
+    from .semconv import normalize_provider
+
+    settings = load_settings()
+    book = PriceBook(settings.prices, settings.model_aliases)
+    out = []
+    for model in models:
+        rates = book.rates(normalize_provider(provider, model), model)
+        if rates is None:
+            out.append({"model": model, "price": None})
+            continue
+        out.append({"model": model, "priced_as": rates.model, "provider": rates.provider, "source": rates.source,
+                    "input": _per_million(rates.input), "output": _per_million(rates.output),
+                    "cache_read": _per_million(rates.cache_read), "cache_write": _per_million(rates.cache_write),
+                    "reasoning": _per_million(getattr(rates, "reasoning", None)),
+                    "request_usd": getattr(rates, "request", None)})
+    return out
+
+
+# -- doctor -----------------------------------------------------------------------------------------
+
+
+def _plain(name: str, value: Any) -> Any:
+    if name in ("prices", "model_aliases") and isinstance(value, Mapping):
+        return sorted(value) if name == "prices" else dict(value)
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [v if isinstance(v, (str, int, float, bool)) else repr(v) for v in value]
+    return repr(value)
+
+
+def doctor(store: Any = None, *, adapters: Iterable[str] = (), installed: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """What `tokentrail doctor` shows, as data.
+
+    `adapters` are the SDK names tokentrail has adapters for and `installed`
+    maps the installed ones to their version (marked `(unsupported: …)` when
+    too old) — the instrument registry's facts, passed in because reports
+    do not import the adapters. Returns:
+
+    - `sdks`: [{sdk, installed (version or None), supported, patched_by_init}]
+    - `configuration`: [{option, value (JSON-ready), source}] — source is
+      `default`, `argument`, `environment variable TOKENTRAIL_X` or the file
+    - `store`: {url, ok, read_only, schema_version, calls, error} — url None
+      when the configured store is `none`
+    """
+    from .config import load_settings
+
+    settings = load_settings()
+    installed = dict(installed or {})
+    wanted = set(adapters) if settings.instrument is True else set(settings.instrument or ())
+    sdks = []
+    for name in adapters:
+        version = installed.get(name)
+        supported = version is not None and "unsupported" not in version
+        sdks.append({"sdk": name, "installed": version.split(" ")[0] if version else None, "supported": supported,
+                     "patched_by_init": supported and name in wanted})
+    configuration = [{"option": name, "value": _plain(name, getattr(settings, name)), "source": source}
+                     for name, source in settings.sources.items()]
+    status: dict[str, Any] = {"url": None, "ok": True, "read_only": False, "schema_version": None, "calls": None, "error": None}
+    if store is not None or settings.store is not None:
+        try:
+            url = store_url(store if store is not None else settings.store)
+            status["url"] = url
+            opened = open_existing(url)
+            total = totals(opened)
+            status.update(read_only=bool(getattr(opened, "read_only", False)), calls=total["calls"] if total else 0)
+            version = getattr(opened, "schema_version", None)
+            status["schema_version"] = version() if callable(version) else None
+            opened.close()
+        except (StoreError, ValueError) as exc:
+            status.update(ok=False, error=str(exc).removeprefix("tokentrail: "))
+    return {"sdks": sdks, "configuration": configuration, "store": status}
