@@ -38,7 +38,10 @@ __all__ = ["FakeProvider", "Failure", "Settings", "http_module"]
 
 
 def http_module(sdk: str) -> Any:
-    """`httpx2` when the SDK's base client imports it, else `httpx`."""
+    """The HTTP library to build a transport with: `httpx` / `httpx2` by name, or for a
+    Stainless SDK (openai, anthropic, groq) whichever its base client imports."""
+    if sdk in ("httpx", "httpx2"):
+        return importlib.import_module(sdk)
     base = importlib.import_module(f"{sdk}._base_client")
     return getattr(base, "httpx2", None) or importlib.import_module("httpx")
 
@@ -133,6 +136,13 @@ class FakeProvider:
 
     def async_anthropic_client(self, **kwargs: Any) -> Any:
         return self._client("anthropic", "AsyncAnthropic", True, kwargs)
+
+    def client(self, provider: str, asynchronous: bool = False, **kwargs: Any) -> Any:
+        """A real client of another provider's SDK on this fake: `fake.client("groq")`,
+        `fake.client("mistral", asynchronous=True)`. Each provider's wire format and client
+        builder live in `tokentrail/testing/providers/<provider>.py`."""
+        module = importlib.import_module(f"{__name__}.providers.{provider}")
+        return module.client(self, asynchronous, **kwargs)
 
     # -- real HTTP -----------------------------------------------------------------------------
 

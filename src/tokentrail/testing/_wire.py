@@ -57,7 +57,7 @@ class Settings:
     failures: list[Failure] = field(default_factory=list)
 
 
-def _next_id(prefix: str) -> str:
+def next_id(prefix: str) -> str:
     return f"{prefix}{next(_ids):06d}"
 
 
@@ -76,11 +76,11 @@ def count_tokens(body: dict[str, Any]) -> int:
     return max(1, sum(len(t) for t in _texts(fields)) // 4)
 
 
-def _json(status: int, data: Any, headers: dict[str, str] | None = None) -> Reply:
+def json_reply(status: int, data: Any, headers: dict[str, str] | None = None) -> Reply:
     return Reply(status, {"content-type": "application/json", **(headers or {})}, json.dumps(data).encode())
 
 
-def _sse(events: list[tuple[str | None, Any]]) -> list[bytes]:
+def sse_frames(events: list[tuple[str | None, Any]]) -> list[bytes]:
     frames = []
     for event, data in events:
         text = data if isinstance(data, str) else json.dumps(data)
@@ -88,17 +88,17 @@ def _sse(events: list[tuple[str | None, Any]]) -> list[bytes]:
     return frames
 
 
-def _stream(frames: list[bytes], settings: Settings, headers: dict[str, str] | None = None) -> Reply:
+def stream_reply(frames: list[bytes], settings: Settings, headers: dict[str, str] | None = None) -> Reply:
     return Reply(200, {"content-type": "text/event-stream", **(headers or {})}, frames=frames,
                  latency=settings.latency, frame_delay=settings.frame_delay)
 
 
-def _words(text: str) -> list[str]:
+def split_words(text: str) -> list[str]:
     words = text.split(" ")
     return [w + (" " if i < len(words) - 1 else "") for i, w in enumerate(words)]
 
 
-def _reasoning(settings: Settings, model: str) -> int:
+def reasoning_tokens_for(settings: Settings, model: str) -> int:
     if settings.reasoning_tokens is not None:
         return settings.reasoning_tokens
     return 8 if model[:2] in ("o1", "o3", "o4") or model.startswith("gpt-5") else 0
@@ -114,7 +114,7 @@ _ANTHROPIC_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_err
 
 
 def error_reply(flavor: str, failure: Failure) -> Reply:
-    headers = {"x-request-id" if flavor == "openai" else "request-id": _next_id("req_")}
+    headers = {"x-request-id" if flavor == "openai" else "request-id": next_id("req_")}
     if failure.retry_after is not None:
         headers["retry-after"] = str(failure.retry_after)
     if failure.timeout:
@@ -125,7 +125,7 @@ def error_reply(flavor: str, failure: Failure) -> Reply:
     else:
         body = {"type": "error", "error": {"type": _ANTHROPIC_ERROR_TYPES.get(failure.status, "api_error"),
                                            "message": failure.message}}
-    return _json(failure.status, body, headers)
+    return json_reply(failure.status, body, headers)
 
 
 # -- OpenAI ----------------------------------------------------------------------------------------
@@ -133,7 +133,7 @@ def error_reply(flavor: str, failure: Failure) -> Reply:
 
 def _openai_usage(body: dict[str, Any], settings: Settings, output: int, model: str) -> dict[str, Any]:
     prompt = count_tokens(body) + settings.cache_read_tokens
-    reasoning = _reasoning(settings, model)
+    reasoning = reasoning_tokens_for(settings, model)
     return {
         "prompt_tokens": prompt,
         "completion_tokens": output + reasoning,
@@ -154,24 +154,24 @@ def _tool_calls(body: dict[str, Any], settings: Settings) -> list[dict[str, Any]
     if not (settings.tool_call and tools):
         return None
     name = (tools[0].get("function") or {}).get("name") or tools[0].get("name") or "tool"
-    return [{"id": _next_id("call_"), "type": "function", "function": {"name": name, "arguments": '{"query": "fake"}'}}]
+    return [{"id": next_id("call_"), "type": "function", "function": {"name": name, "arguments": '{"query": "fake"}'}}]
 
 
 def openai_chat(body: dict[str, Any], settings: Settings) -> Reply:
     model = body.get("model", "gpt-4o-mini")
     n = int(body.get("n") or 1)
-    words = _words(settings.reply)
+    words = split_words(settings.reply)
     calls = _tool_calls(body, settings)
-    rid, created, served = _next_id("chatcmpl-"), int(time.time()), _response_model(model)
+    rid, created, served = next_id("chatcmpl-"), int(time.time()), _response_model(model)
     usage = _openai_usage(body, settings, len(words) * n, model)
     finish = "tool_calls" if calls else "stop"
     if not body.get("stream"):
         choices = [{"index": i, "message": {"role": "assistant", "content": None if calls else settings.reply,
                                              "refusal": None, **({"tool_calls": calls} if calls else {})},
                     "logprobs": None, "finish_reason": finish} for i in range(n)]
-        return _json(200, {"id": rid, "object": "chat.completion", "created": created, "model": served,
+        return json_reply(200, {"id": rid, "object": "chat.completion", "created": created, "model": served,
                            "choices": choices, "usage": usage, "system_fingerprint": "fp_fake"},
-                     {"x-request-id": _next_id("req_")})
+                     {"x-request-id": next_id("req_")})
 
     def chunk(choices: list[dict[str, Any]], **extra: Any) -> tuple[None, dict[str, Any]]:
         return None, {"id": rid, "object": "chat.completion.chunk", "created": created, "model": served,
@@ -186,18 +186,18 @@ def openai_chat(body: dict[str, Any], settings: Settings) -> Reply:
     if (body.get("stream_options") or {}).get("include_usage"):
         events.append(chunk([], usage=usage))
     events.append((None, "[DONE]"))
-    return _stream(_sse(events), settings, {"x-request-id": _next_id("req_")})
+    return stream_reply(sse_frames(events), settings, {"x-request-id": next_id("req_")})
 
 
 def openai_responses(body: dict[str, Any], settings: Settings) -> Reply:
     model = body.get("model", "gpt-4o-mini")
-    words = _words(settings.reply)
-    reasoning = _reasoning(settings, model)
+    words = split_words(settings.reply)
+    reasoning = reasoning_tokens_for(settings, model)
     prompt = count_tokens(body) + settings.cache_read_tokens
     usage = {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": settings.cache_read_tokens},
              "output_tokens": len(words) + reasoning, "output_tokens_details": {"reasoning_tokens": reasoning},
              "total_tokens": prompt + len(words) + reasoning}
-    rid, mid = _next_id("resp_"), _next_id("msg_")
+    rid, mid = next_id("resp_"), next_id("msg_")
     message = {"type": "message", "id": mid, "status": "completed", "role": "assistant",
                "content": [{"type": "output_text", "text": settings.reply, "annotations": []}]}
     response = {"id": rid, "object": "response", "created_at": int(time.time()), "status": "completed",
@@ -206,7 +206,7 @@ def openai_responses(body: dict[str, Any], settings: Settings) -> Reply:
                 "parallel_tool_calls": True, "temperature": body.get("temperature", 1.0), "tool_choice": "auto",
                 "tools": [], "top_p": 1.0}
     if not body.get("stream"):
-        return _json(200, response, {"x-request-id": _next_id("req_")})
+        return json_reply(200, response, {"x-request-id": next_id("req_")})
     seq = itertools.count()
     in_progress = {**response, "status": "in_progress", "output": [], "usage": None}
     where = {"item_id": mid, "output_index": 0, "content_index": 0}
@@ -223,16 +223,16 @@ def openai_responses(body: dict[str, Any], settings: Settings) -> Reply:
                event("response.content_part.done", **where, part=part),
                event("response.output_item.done", output_index=0, item=message),
                event("response.completed", response=response)]
-    return _stream(_sse(events), settings, {"x-request-id": _next_id("req_")})
+    return stream_reply(sse_frames(events), settings, {"x-request-id": next_id("req_")})
 
 
 def openai_completions(body: dict[str, Any], settings: Settings) -> Reply:
     model = body.get("model", "gpt-3.5-turbo-instruct")
-    words = _words(settings.reply)
+    words = split_words(settings.reply)
     usage = _openai_usage(body, settings, len(words), model)
-    rid = _next_id("cmpl-")
+    rid = next_id("cmpl-")
     if not body.get("stream"):
-        return _json(200, {"id": rid, "object": "text_completion", "created": int(time.time()), "model": model,
+        return json_reply(200, {"id": rid, "object": "text_completion", "created": int(time.time()), "model": model,
                            "choices": [{"text": settings.reply, "index": 0, "logprobs": None, "finish_reason": "stop"}],
                            "usage": usage})
     events = [(None, {"id": rid, "object": "text_completion", "model": model,
@@ -240,7 +240,7 @@ def openai_completions(body: dict[str, Any], settings: Settings) -> Reply:
     events.append((None, {"id": rid, "object": "text_completion", "model": model,
                           "choices": [{"text": "", "index": 0, "logprobs": None, "finish_reason": "stop"}]}))
     events.append((None, "[DONE]"))
-    return _stream(_sse(events), settings)
+    return stream_reply(sse_frames(events), settings)
 
 
 def openai_embeddings(body: dict[str, Any], settings: Settings) -> Reply:
@@ -252,7 +252,7 @@ def openai_embeddings(body: dict[str, Any], settings: Settings) -> Reply:
     else:
         encoded = vector
     tokens = count_tokens(body)
-    return _json(200, {"object": "list", "model": body.get("model", "text-embedding-3-small"),
+    return json_reply(200, {"object": "list", "model": body.get("model", "text-embedding-3-small"),
                        "data": [{"object": "embedding", "index": i, "embedding": encoded} for i in range(len(inputs))],
                        "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
@@ -264,17 +264,17 @@ def openai_images(body: dict[str, Any], settings: Settings) -> Reply:
         tokens = count_tokens(body)
         data["usage"] = {"input_tokens": tokens, "output_tokens": 1056 * n, "total_tokens": tokens + 1056 * n,
                          "input_tokens_details": {"text_tokens": tokens, "image_tokens": 0}}
-    return _json(200, data)
+    return json_reply(200, data)
 
 
 def openai_transcription(body: dict[str, Any], settings: Settings) -> Reply:
     data: dict[str, Any] = {"text": settings.reply}
     if str(body.get("model", "")).startswith("gpt-4o"):
-        data["usage"] = {"type": "tokens", "input_tokens": 120, "output_tokens": len(_words(settings.reply)),
-                         "total_tokens": 120 + len(_words(settings.reply))}
+        data["usage"] = {"type": "tokens", "input_tokens": 120, "output_tokens": len(split_words(settings.reply)),
+                         "total_tokens": 120 + len(split_words(settings.reply))}
     else:
         data["usage"] = {"type": "duration", "seconds": 3}
-    return _json(200, data)
+    return json_reply(200, data)
 
 
 def openai_speech(body: dict[str, Any], settings: Settings) -> Reply:
@@ -285,7 +285,7 @@ def openai_moderation(body: dict[str, Any], settings: Settings) -> Reply:
     inputs = body.get("input")
     inputs = inputs if isinstance(inputs, list) else [inputs]
     result = {"flagged": False, "categories": {"violence": False, "hate": False}, "category_scores": {"violence": 0.001, "hate": 0.0}}
-    return _json(200, {"id": _next_id("modr-"), "model": body.get("model") or "omni-moderation-latest",
+    return json_reply(200, {"id": next_id("modr-"), "model": body.get("model") or "omni-moderation-latest",
                        "results": [result for _ in inputs]})
 
 
@@ -294,23 +294,23 @@ def openai_moderation(body: dict[str, Any], settings: Settings) -> Reply:
 
 def anthropic_messages(body: dict[str, Any], settings: Settings, model: str | None = None) -> Reply:
     model = model or body.get("model", "claude-3-5-haiku-latest")
-    words = _words(settings.reply)
+    words = split_words(settings.reply)
     calls = _tool_calls(body, settings)
     usage = {"input_tokens": count_tokens(body), "output_tokens": len(words),
              "cache_creation_input_tokens": settings.cache_write_tokens,
              "cache_read_input_tokens": settings.cache_read_tokens}
     served = {"claude-3-5-haiku-latest": "claude-3-5-haiku-20241022", "claude-3-5-sonnet-latest": "claude-3-5-sonnet-20241022"}.get(model, model)
-    mid = _next_id("msg_")
+    mid = next_id("msg_")
     content: list[dict[str, Any]] = [{"type": "text", "text": settings.reply}]
     stop = "end_turn"
     if calls:
-        content.append({"type": "tool_use", "id": _next_id("toolu_"), "name": calls[0]["function"]["name"], "input": {"query": "fake"}})
+        content.append({"type": "tool_use", "id": next_id("toolu_"), "name": calls[0]["function"]["name"], "input": {"query": "fake"}})
         stop = "tool_use"
     message = {"id": mid, "type": "message", "role": "assistant", "model": served, "content": content,
                "stop_reason": stop, "stop_sequence": None, "usage": usage}
-    headers = {"request-id": _next_id("req_")}
+    headers = {"request-id": next_id("req_")}
     if not body.get("stream"):
-        return _json(200, message, headers)
+        return json_reply(200, message, headers)
     start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
     events: list[tuple[str | None, Any]] = [("message_start", {"type": "message_start", "message": start}),
                                             ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
@@ -325,11 +325,11 @@ def anthropic_messages(body: dict[str, Any], settings: Settings, model: str | No
     events += [("message_delta", {"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None},
                                   "usage": {"output_tokens": len(words)}}),
                ("message_stop", {"type": "message_stop"})]
-    return _stream(_sse(events), settings, headers)
+    return stream_reply(sse_frames(events), settings, headers)
 
 
 def anthropic_count_tokens(body: dict[str, Any], settings: Settings) -> Reply:
-    return _json(200, {"input_tokens": count_tokens(body)})
+    return json_reply(200, {"input_tokens": count_tokens(body)})
 
 
 # -- routing -----------------------------------------------------------------------------------------
@@ -359,6 +359,18 @@ def _multipart_fields(body: bytes, content_type: str) -> dict[str, Any]:
     return fields
 
 
+# Routes other providers' modules add (tokentrail/testing/providers/*.py): tried before the built-in ones.
+# Each: (matches(method, path, headers) -> bool, handler(data, settings, path, headers) -> Reply,
+#        error(failure) -> Reply in that provider's error format).
+EXTRA_ROUTES: list[tuple[Any, Any, Any]] = []
+
+
+def add_route(matches: Any, handler: Any, error: Any) -> None:
+    """Serve requests `matches(method, path, headers)` accepts with `handler(data, settings, path, headers)`;
+    scripted failures are answered with `error(failure)`."""
+    EXTRA_ROUTES.append((matches, handler, error))
+
+
 def respond(method: str, path: str, headers: dict[str, str], body: bytes, settings: Settings) -> Reply:
     """One request in, one reply out (after `settings.latency`); scripted failures first."""
     reply = _route(method, path, headers, body, settings)
@@ -377,20 +389,25 @@ def _route(method: str, path: str, headers: dict[str, str], body: bytes, setting
         except ValueError:
             data = {}
     flavor = "anthropic" if ("anthropic" in path or "/v1/messages" in path or "/model/" in path or "/v1/complete" in path) else "openai"
+    extra = next(((handler, error) for matches, handler, error in EXTRA_ROUTES if matches(method, path, headers)), None)
+    errors = extra[1] if extra is not None else (lambda failure: error_reply(flavor, failure))
     forced = headers.get("x-fake-error")
     if forced:
-        return error_reply(flavor, Failure(status=int(forced), message=f"forced {forced}",
-                                           retry_after=0 if forced == "429" else None))
+        return errors(Failure(status=int(forced), message=f"forced {forced}", retry_after=0 if forced == "429" else None))
     for failure in list(settings.failures):
         if failure.path is None or failure.path in path:
             failure.times -= 1
             if failure.times <= 0:
                 settings.failures.remove(failure)
-            return error_reply(flavor, failure)
+            if failure.timeout:
+                return Reply(timeout=True)
+            return errors(failure)
+    if extra is not None:
+        return extra[0](data, settings, path, headers)
     if method.upper() == "GET" and path.endswith("/models"):
-        return _json(200, {"object": "list", "data": [{"id": "gpt-4o", "object": "model", "created": 0, "owned_by": "fake"}]})
+        return json_reply(200, {"object": "list", "data": [{"id": "gpt-4o", "object": "model", "created": 0, "owned_by": "fake"}]})
     if method.upper() != "POST":
-        return _json(404, {"error": {"message": f"no such fake route {method} {path}"}})
+        return json_reply(404, {"error": {"message": f"no such fake route {method} {path}"}})
     if path.endswith("/v1/messages/count_tokens") or path.endswith("count-tokens:rawPredict"):
         return anthropic_count_tokens(data, settings)
     if path.endswith("/v1/messages"):
@@ -398,7 +415,7 @@ def _route(method: str, path: str, headers: dict[str, str], body: bytes, setting
     if "/model/" in path:  # Bedrock: /model/{model}/invoke[-with-response-stream]
         model = path.split("/model/", 1)[1].rsplit("/", 1)[0]
         if path.endswith("invoke-with-response-stream"):
-            return _json(400, {"message": "the fake provider does not speak Bedrock's binary event stream"})
+            return json_reply(400, {"message": "the fake provider does not speak Bedrock's binary event stream"})
         return anthropic_messages({**data, "stream": False}, settings, model=model)
     if ":rawPredict" in path or ":streamRawPredict" in path:  # Vertex
         model = path.rsplit("/models/", 1)[1].split(":", 1)[0]
@@ -406,4 +423,4 @@ def _route(method: str, path: str, headers: dict[str, str], body: bytes, setting
     for suffix, route in OPENAI_ROUTES.items():
         if path.endswith("/" + suffix):
             return route(data, settings)
-    return _json(404, {"error": {"message": f"no such fake route {method} {path}", "type": "invalid_request_error"}})
+    return json_reply(404, {"error": {"message": f"no such fake route {method} {path}", "type": "invalid_request_error"}})
