@@ -411,6 +411,14 @@ def test_export_to_a_missing_folder_or_a_folder_is_one_line(demo_store, tmp_path
     one_line_error(folder, 1)
 
 
+def test_export_never_writes_over_its_own_store(tmp_path):
+    store = write_store(tmp_path / "calls.csv", make_calls(2))  # a store with an unlucky name
+    result = CliRunner().invoke(main, ["export", "--store", str(store), "--out", str(store), "--force"])
+    one_line_error(result, 2)
+    assert "is the store" in result.output
+    assert len(tokentrail.open_store(f"sqlite:///{store}").calls()) == 2
+
+
 # -- prices ---------------------------------------------------------------------------------------------------
 
 

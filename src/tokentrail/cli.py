@@ -502,6 +502,9 @@ def export_command(fmt: str | None, out: str, force: bool, since: Any, until: An
             raise click.UsageError("parquet is binary: write it to a file or a pipe, not to the terminal")
     if out != "-":
         path = Path(out)
+        source = report.store_path(report.store_url(store_url))
+        if source and source != ":memory:" and path.resolve() == Path(source).resolve():
+            raise click.UsageError(f"--out {out} is the store being exported; write somewhere else")
         if path.is_dir():
             _fail(f"cannot write {out}: it is a folder")
         if path.exists() and not force:

@@ -228,14 +228,22 @@ class SQLiteReader:
         with self._guard:
             return self._db.execute(sql, params).fetchall()
 
+    def _columns(self, cls: type) -> set[str]:
+        """The columns the file has for `cls` (empty while its table does not exist; looked at again until it does)."""
+        present = self._present[cls]
+        if not present:
+            present = self._present[cls] = {row[1] for row in self._rows(f"PRAGMA table_info({self._codecs[cls].name})")}
+        return present
+
     def _query(self, cls: type) -> Any:
         from .sinks.query import QueryBuilder
 
         codec = self._codecs[cls]
-        return QueryBuilder([c for c in codec.columns if c in self._present[cls]], codec.time_column, style="qmark")
+        present = self._columns(cls)
+        return QueryBuilder([c for c in codec.columns if c in present or not present], codec.time_column, style="qmark")
 
     def _select_list(self, cls: type) -> str:
-        present = self._present[cls]
+        present = self._columns(cls)
         return ", ".join(c if c in present else f"NULL AS {c}" for c in self._codecs[cls].columns)
 
     def _select(self, cls: type, since: Any, until: Any, where: Any, limit: int | None, order: str) -> list[Any]:
@@ -243,7 +251,7 @@ class SQLiteReader:
         query = self._query(cls)
         clause, params = query.where(since=since, until=until, where=where)
         order_sql = query.order(order)
-        if not self._present[cls]:
+        if not self._columns(cls):
             return []
         sql = f"SELECT {self._select_list(cls)} FROM {codec.name}{clause} {order_sql}"
         if limit is not None:
@@ -251,7 +259,7 @@ class SQLiteReader:
         return [codec.record(row) for row in self._rows(sql, params)]
 
     def schema_version(self) -> int | None:
-        if not self._present[LLMCall]:
+        if not self._columns(LLMCall):
             return None
         return self._rows("SELECT MAX(version) FROM schema_version")[0][0]
 
@@ -271,7 +279,7 @@ class SQLiteReader:
         codec = self._codecs[LLMCall]
         query = self._query(LLMCall)
         clause, params = query.where(where=where)
-        if not self._present[LLMCall]:
+        if not self._columns(LLMCall):
             return [], max(cursor, 0)
         if cursor < 0:
             return [], self._rows("SELECT COALESCE(MAX(rowid), 0) FROM llm_calls")[0][0]
@@ -285,13 +293,13 @@ class SQLiteReader:
     def summary(self, group_by: Sequence[str] | str = ("model",), since: Any = None, until: Any = None, where: Any = None) -> list[dict[str, Any]]:
         query = self._query(LLMCall)
         sql, params, keys = query.summary_sql("llm_calls", group_by, since=since, until=until, where=where)
-        if not self._present[LLMCall]:
+        if not self._columns(LLMCall):
             return []
         return query.summary_rows(self._rows(sql, params), keys)
 
     def ids_with_prefix(self, prefix: str) -> list[str]:
         """Ids of the calls whose id starts with `prefix` (in id order)."""
-        if not self._present[LLMCall]:
+        if not self._columns(LLMCall):
             return []
         return [row[0] for row in self._rows("SELECT id FROM llm_calls WHERE substr(id, 1, ?) = ? ORDER BY id",
                                              (len(prefix), prefix))]
@@ -560,6 +568,8 @@ def write_rows(rows: Sequence[Mapping[str, Any]], fmt: str, target: Any, columns
     """
     fmt = export_format(None, fmt)
     columns = list(columns or (rows[0].keys() if rows else ()))
+    if not columns and fmt == "csv":  # nothing to say, not even a header
+        return 0
     if isinstance(target, (str, os.PathLike)):
         path = Path(target)
         if path.is_dir():
