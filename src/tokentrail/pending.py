@@ -165,6 +165,7 @@ class _Pending:
         self.route = route
         self._attrs = attributes_var.get()
         self._workflow = current_workflow.get()
+        self.fields = {}
         parent = current_span.get()
         if parent is not None and (parent.end_ns is not None or parent.defers):
             parent = self._claim(parent)
@@ -177,7 +178,6 @@ class _Pending:
         self.wall_ns = _wall_ns()
         self.start_ns = _perf_ns()
         self.end_ns = None
-        self.fields = {}
         self._token = None
 
     def _claim(self, parent: Any) -> Any:
