@@ -336,6 +336,10 @@ def test_calls_table_at_80_columns_keeps_ids_models_and_costs_whole(tmp_path):
     for row in rows:
         assert row["id"] in text and row["model"] in text
     assert "$0.00000050" in text and "$12.50" in text
+    assert " err " in text and " ! " in text  # a failure still shows; the provider, tokens and latency made room
+    narrow = rendered(calls_table(rows, 40), 40)  # not even the key columns fit: folded onto more lines, never cut
+    assert max(len(line) for line in narrow.splitlines()) <= 40 and "…" not in narrow
+    assert all(row["id"][:12] in narrow for row in rows)
     wide = rendered(calls_table(rows, 200), 200)
     assert "provider" in wide and "customer/user" in wide  # nothing is dropped when there is room
 
@@ -358,6 +362,7 @@ def test_commands_fit_an_80_column_terminal(demo_store):
     assert max(len(line) for line in result.output.splitlines()) <= 80
     for call in json.loads(cli("calls", "--store", demo_store, "--limit", "39", "--json").output):
         assert call["id"] in result.output and (call["request_model"] or call["response_model"]) in result.output
+    assert len([line for line in result.output.splitlines() if " ! " in line]) == 3  # the three failed calls
     report_text = cli("report", "--store", demo_store, "--by", "model", env={"COLUMNS": "80"}).output
     assert max(len(line) for line in report_text.splitlines()) <= 80
     assert "text-embedding-3-small" in report_text and "mistral-small-latest" in report_text

@@ -110,13 +110,16 @@ def _json_out(data: Any) -> None:
 
 @dataclass
 class Column:
-    """One column of a table: how to show a row, how much it matters (0: never dropped), how to show it when narrow."""
+    """One column of a table: how to show a row, how much it matters (0: a key column, never dropped),
+    and shorter ways to show it when the table is narrow (`short`, then `shortest`)."""
 
     header: str
     get: Callable[[dict[str, Any]], str]
     priority: int = 0
     right: bool = False
     short: Callable[[dict[str, Any]], str] | None = None
+    shortest: Callable[[dict[str, Any]], str] | None = None
+    narrow_header: str | None = None
 
     @property
     def key(self) -> bool:
@@ -127,39 +130,56 @@ def _widest(header: str, cells: Sequence[str]) -> int:
     return max([cell_len(header), *(cell_len(line) for cell in cells for line in cell.splitlines() or [""])])
 
 
+# Columns whose priority is at least this go before any column is shown in its shortest form.
+_SECONDARY = 3
+
+
 def fit_table(columns: Sequence[Column], rows: Sequence[dict[str, Any]], width: int, title: str | None = None) -> Table:
     """A table of `rows` that fits `width` columns.
 
-    The full table when it fits; else a compact style without borders, with
-    `short` renderings, dropping columns until it fits: empty ones first, then
-    by priority (highest number first). Key columns (priority 0) stay, never
-    wrap, and fold rather than being cut with an ellipsis.
+    The full table when it fits. Else a compact style without borders and
+    the `short` renderings, and until it fits: drop the columns that are
+    empty, then the secondary ones (priority >= 3, highest first), then use
+    the `shortest` renderings, then drop the rest by priority. Key columns
+    (priority 0) stay, never wrap, and fold rather than being cut with an
+    ellipsis if even they do not fit.
     """
-    cells = [[c.get(r) for r in rows] for c in columns]
-    widths = [_widest(c.header, col) for c, col in zip(columns, cells)]
-    compact = sum(widths) + 3 * len(columns) + 1 > width
+    headers = [c.header for c in columns]
+
+    def render(pick: Callable[[Column], Callable[[dict[str, Any]], str]]) -> tuple[list[list[str]], list[int]]:
+        cells = [[pick(c)(r) for r in rows] for c in columns]
+        return cells, [_widest(h, col) for h, col in zip(headers, cells)]
+
+    cells, widths = render(lambda c: c.get)
     keep = list(range(len(columns)))
-    if compact:
-        cells = [[(c.short or c.get)(r) for r in rows] for c in columns]
-        widths = [_widest(c.header, col) for c, col in zip(columns, cells)]
+    fold = False
+    if sum(widths) + 3 * len(columns) + 1 <= width:
+        table = Table(title=title, title_justify="left")
+    else:
+        headers = [c.narrow_header or c.header for c in columns]
+        cells, widths = render(lambda c: c.short or c.get)
 
-        def empty(i: int) -> bool:
-            return all(cell.strip() in ("", "-") for cell in cells[i])
+        def fits() -> bool:
+            return sum(widths[j] for j in keep) + 2 * (len(keep) - 1) <= width
 
-        droppable = sorted((i for i in keep if not columns[i].key),
-                           key=lambda i: (not empty(i), -columns[i].priority, -i))
-        for i in droppable:
-            if sum(widths[j] for j in keep) + 2 * (len(keep) - 1) <= width:
-                break
-            keep.remove(i)
+        def drop(candidates: list[int]) -> None:
+            for i in sorted(candidates, key=lambda i: (-columns[i].priority, -i)):
+                if fits():
+                    return
+                keep.remove(i)
+
+        drop([i for i in keep if not columns[i].key and all(cell.strip() in ("", "-") for cell in cells[i])])
+        drop([i for i in keep if columns[i].priority >= _SECONDARY])
+        if not fits():
+            cells, widths = render(lambda c: c.shortest or c.short or c.get)
+        drop([i for i in keep if not columns[i].key])
+        fold = not fits()  # even the key columns are too wide: fold them onto more lines rather than crop them
         table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
                       collapse_padding=True)
-    else:
-        table = Table(title=title, title_justify="left")
     for i in keep:
         column = columns[i]
-        table.add_column(column.header, justify="right" if column.right else "left", no_wrap=column.key,
-                         overflow="fold", min_width=min(widths[i], width) if column.key else None)
+        table.add_column(headers[i], justify="right" if column.right else "left", no_wrap=column.key and not fold,
+                         overflow="fold", min_width=None if fold or not column.key else widths[i])
     for r in range(len(rows)):
         table.add_row(*(cells[i][r] for i in keep))
     return table
@@ -345,7 +365,8 @@ def calls_table(rows: list[dict[str, Any]], width: int) -> Table:
     """The table of `calls`: at any width it keeps the full id, model and cost of each call."""
     one_day = len({_when(r)[:5] for r in rows}) <= 1
     columns = [
-        Column("time (UTC)", _when, 1, short=_when_short if one_day else lambda r: _when(r)[:11]),
+        Column("time (UTC)", _when, 2, short=_when_short if one_day else lambda r: _when(r)[:11],
+               shortest=(lambda r: _when_short(r)[:5]) if one_day else None, narrow_header="UTC"),
         Column("provider", lambda r: r["provider"], 6),
         Column("model", lambda r: r["model"] or "-"),
         Column("op", lambda r: r["operation"], 7),
@@ -354,7 +375,8 @@ def calls_table(rows: list[dict[str, Any]], width: int) -> Table:
         Column("cost", lambda r: money(r["cost_usd"]), right=True),
         Column("duration", lambda r: ms(r["duration_ms"]), 4, right=True),
         Column("customer/user", lambda r: f"{r['customer_id'] or '-'}/{r['user_id'] or '-'}", 5),
-        Column("error", lambda r: r["error_category"] or "", 2),
+        Column("error", lambda r: r["error_category"] or "", 1, shortest=lambda r: "!" if r["error_category"] else "",
+               narrow_header="err"),
         Column("id", lambda r: r["id"]),
     ]
     return fit_table(columns, rows, width)
@@ -693,10 +715,11 @@ def demo_command(store_url: str | None) -> None:
     console.print(f"recorded {made} calls into {url}\n")
     print_report(console, report.report(report.open_existing(url), ("model",)), ("model",))
     store_arg = f" --store {store_url or report.store_path(url)}"
-    console.print(f"\nNext: [bold]tokentrail report{store_arg} --by customer[/bold], "
-                  f"[bold]tokentrail calls{store_arg}[/bold], [bold]tokentrail report{store_arg} --by workflow[/bold]")
+    console.print("\nNext:", highlight=False)
+    for example in (f"report{store_arg} --by customer", f"calls{store_arg}", f"report{store_arg} --by workflow"):
+        console.print(f"  [bold]tokentrail {example}[/bold]", highlight=False)
     if store_url is None:
-        console.print("(The demo has a store of its own; your configured store was not touched.)")
+        console.print("(The demo has a store of its own, recreated on each run; your configured store was not touched.)")
 
 
 if __name__ == "__main__":
