@@ -463,6 +463,18 @@ def test_tail_follows_new_calls(tmp_path):
     assert len(lines) == 2 and "first" in lines[0] and "second" in lines[1] and "before" not in out
 
 
+def test_tail_stops_on_ctrl_c_with_exit_0(tmp_path):
+    import signal
+
+    url = f"sqlite:///{write_store(tmp_path / 'c.db', make_calls(1))}"
+    tail = subprocess.Popen([*BIN, "tail", "--store", url, "--interval", "0.1"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert "following new calls" in tail.stderr.readline()
+    tail.send_signal(signal.SIGINT)
+    _, err = tail.communicate(timeout=30)
+    assert tail.returncode == 0 and "Traceback" not in err
+
+
 def test_tail_waits_for_the_store_then_reads_every_page(tmp_path):
     """Started before the store exists, tail says it waits; when 2,500 calls arrive at once it shows them all in one look."""
     target = tmp_path / "later.db"

@@ -470,28 +470,31 @@ def tail_command(interval: float, stop_after: int | None, timeout: float | None,
     def remaining() -> float:
         return math.inf if deadline is None else deadline - time.monotonic()
 
-    from_start = False
-    if not report.store_exists(url):
-        click.echo(f"waiting for the store {report.store_path(url)} to appear (Ctrl-C to stop)", err=True)
-        while not report.store_exists(url):
+    try:  # Ctrl-C is how one stops following: a normal end, exit 0
+        from_start = False
+        if not report.store_exists(url):
+            click.echo(f"waiting for the store {report.store_path(url)} to appear (Ctrl-C to stop)", err=True)
+            while not report.store_exists(url):
+                if remaining() <= 0:
+                    return
+                time.sleep(max(0.0, min(interval, 0.25, remaining())))
+            from_start = True  # a store that appeared while we waited is all new
+        store = _open(url)
+        cursor = report.start_cursor(store, from_start=from_start)
+        click.echo(f"following new calls in {url} (Ctrl-C to stop)", err=True)
+        seen = 0
+        while True:
+            for rows, cursor in report.new_calls(store, cursor, filt):
+                for row in rows:
+                    click.echo(_tail_line(row))
+                    seen += 1
+                    if stop_after is not None and seen >= stop_after:
+                        return
             if remaining() <= 0:
                 return
-            time.sleep(max(0.0, min(interval, 0.25, remaining())))
-        from_start = True  # a store that appeared while we waited is all new
-    store = _open(url)
-    cursor = report.start_cursor(store, from_start=from_start)
-    click.echo(f"following new calls in {url} (Ctrl-C to stop)", err=True)
-    seen = 0
-    while True:
-        for rows, cursor in report.new_calls(store, cursor, filt):
-            for row in rows:
-                click.echo(_tail_line(row))
-                seen += 1
-                if stop_after is not None and seen >= stop_after:
-                    return
-        if remaining() <= 0:
-            return
-        time.sleep(max(0.0, min(interval, remaining())))
+            time.sleep(max(0.0, min(interval, remaining())))
+    except KeyboardInterrupt:
+        return
 
 
 # -- export -------------------------------------------------------------------------------------------

@@ -104,7 +104,7 @@ def store_url(value: Any = None) -> str:
         if value is None:
             raise ConfigError("the configured store is `none` (exporters only); pass --store to read a store")
     if isinstance(value, (str, os.PathLike)) and not os.fspath(value).strip():
-        raise ValueError("--store needs a URL or a file path, not an empty string")
+        raise ValueError("a store is a URL or a file path, not an empty string")
     try:
         url = normalize_store_url(value)
     except ValueError as exc:
