@@ -17,3 +17,15 @@ def test_import_is_light():
     loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
     for heavy in ("sqlite3", "opentelemetry", "json", "tomllib", "wrapt", "openai"):
         assert not any(m == heavy or m.startswith(heavy + ".") for m in loaded), heavy
+
+
+def test_using_the_manual_api_loads_nothing_heavy():
+    """Names load their modules on first use; even then no asyncio, importlib.metadata, price database or SQLite."""
+    code = ("import sys, tokentrail; print(len([m for m in sys.modules if m.startswith('tokentrail')])); "
+            "tokentrail.track_llm_call, tokentrail.attributes, tokentrail.tracking; "
+            "print(' '.join(sorted(sys.modules)))")
+    first, modules = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n", 1)
+    assert first == "1"  # `import tokentrail` alone loads the package and nothing of it
+    loaded = set(modules.split())
+    for heavy in ("asyncio", "importlib.metadata", "genai_prices", "sqlite3", "wrapt", "pathlib"):
+        assert heavy not in loaded, heavy

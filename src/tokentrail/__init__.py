@@ -7,17 +7,57 @@ See the README for the whole public API; everything not listed in `__all__`
 is internal.
 """
 
-from .budget import Budget, BudgetEvent
-from .context import attributes
-from .errors import BudgetExceeded, ConfigError, StoreError
-from . import instrument  # the package, callable as instrument(*names)
-from .instrument import available, instrumented, uninstrument
-from .manual import emit_outcome, llm_instrumented, log_llm_call, track_llm_call, track_tool_call, workflow
-from .record import LLMCall, Outcome, ToolCall
-from .sinks import open_store
-from .pricing import Cost, cost
-from .runtime import CallLog, flush, get_active_sink, is_tracking, track, tracking, untrack
-from .tracker import Tracker, init, shutdown
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Public name -> the module that defines it. Modules load on first use of one of their names
+# (PEP 562), so `import tokentrail` costs ~1 ms and an application pays for what it uses.
+_HOMES = {
+    "Budget": "budget",
+    "BudgetEvent": "budget",
+    "attributes": "context",
+    "BudgetExceeded": "errors",
+    "ConfigError": "errors",
+    "StoreError": "errors",
+    "available": "instrument",
+    "instrumented": "instrument",
+    "uninstrument": "instrument",
+    "emit_outcome": "manual",
+    "llm_instrumented": "manual",
+    "log_llm_call": "manual",
+    "track_llm_call": "manual",
+    "track_tool_call": "manual",
+    "workflow": "manual",
+    "LLMCall": "record",
+    "Outcome": "record",
+    "ToolCall": "record",
+    "open_store": "sinks",
+    "Cost": "pricing",
+    "cost": "pricing",
+    "CallLog": "runtime",
+    "flush": "runtime",
+    "get_active_sink": "runtime",
+    "is_tracking": "runtime",
+    "track": "runtime",
+    "tracking": "runtime",
+    "untrack": "runtime",
+    "Tracker": "tracker",
+    "init": "tracker",
+    "shutdown": "tracker",
+}
+
+if TYPE_CHECKING:  # what type checkers and IDEs see
+    from .budget import Budget, BudgetEvent
+    from .context import attributes
+    from .errors import BudgetExceeded, ConfigError, StoreError
+    from .instrument import available, instrumented, uninstrument
+    from .manual import emit_outcome, llm_instrumented, log_llm_call, track_llm_call, track_tool_call, workflow
+    from .record import LLMCall, Outcome, ToolCall
+    from .sinks import open_store
+    from .pricing import Cost, cost
+    from .runtime import CallLog, flush, get_active_sink, is_tracking, track, tracking, untrack
+    from .tracker import Tracker, init, shutdown
+    from . import instrument
 
 __version__ = "0.1.0"
 
@@ -55,3 +95,18 @@ __all__ = [
     "ConfigError",
     "StoreError",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "instrument":  # the subpackage, callable as instrument(*names)
+        return importlib.import_module(f"{__name__}.instrument")
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'tokentrail' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

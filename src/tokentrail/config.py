@@ -16,13 +16,15 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .budget import parse_budgets
 from .errors import ConfigError
 from .pricing import parse_model_aliases, parse_prices
 from .sinks import DEFAULT_STORE, exporter_names, normalize_exporter, normalize_store_url
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = ["Settings", "load_settings", "OPTIONS", "DEFAULT_STORE", "UNSET"]
 
@@ -156,6 +158,7 @@ def _load_toml(path: Path) -> dict[str, Any]:
 
 def _file_options(config: Any, env: Mapping[str, str], cwd: Path) -> tuple[dict[str, Any], str | None]:
     """(options, description of where they came from) from the config file in effect, if any."""
+    from pathlib import Path
     if isinstance(config, Mapping):
         return dict(config), "the config= mapping"
     explicit = config if config is not None else env.get("TOKENTRAIL_CONFIG")
@@ -198,6 +201,7 @@ def load_settings(
     cwd: str | os.PathLike[str] | None = None,
 ) -> Settings:
     """Settings from arguments > environment > config file > defaults (see the module docstring)."""
+    from pathlib import Path  # here, not at the top: `import tokentrail` stays light
     env = os.environ if env is None else env
     arguments = {k: v for k, v in (arguments or {}).items() if v is not UNSET}
     unknown = set(arguments) - set(OPTIONS)

@@ -11,8 +11,8 @@ and content filtering).
 
 from __future__ import annotations
 
-import asyncio
 import re
+import sys
 from typing import Any
 
 __all__ = ["CATEGORIES", "categorize", "status_code_of", "ConfigError", "StoreError", "BudgetExceeded"]
@@ -107,9 +107,19 @@ def status_code_of(exc: Any) -> int | None:
     return None
 
 
+def _cancelled(exc: Any) -> bool:
+    """A cancellation (asyncio's, or Ctrl-C), as an instance or a class. asyncio is asked only when the
+    application has imported it: importing it here would cost `import tokentrail` ~20 ms."""
+    cls = exc if isinstance(exc, type) else type(exc)
+    if issubclass(cls, KeyboardInterrupt):
+        return True
+    asyncio = sys.modules.get("asyncio")
+    return asyncio is not None and issubclass(cls, asyncio.CancelledError)
+
+
 def categorize(exc: Any = None, status_code: int | None = None, message: str | None = None) -> str:
     """The category of a failure; `exc` may be an exception, an exception class or `None`."""
-    if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt)) or exc in (asyncio.CancelledError, KeyboardInterrupt):
+    if _cancelled(exc):
         return "cancelled"
     if isinstance(exc, BudgetExceeded):
         return "budget"
