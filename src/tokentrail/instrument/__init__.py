@@ -32,6 +32,8 @@ __all__ = ["instrument", "uninstrument", "instrumented", "available", "register"
 ADAPTERS = {
     "openai": "tokentrail.instrument.openai",
     "anthropic": "tokentrail.instrument.anthropic",
+    "groq": "tokentrail.instrument.groq",
+    "ollama": "tokentrail.instrument.ollama",
 }
 
 _lock = threading.RLock()
