@@ -39,7 +39,7 @@ from .errors import ConfigError
 from .record import LLMCall
 from .semconv import infer_provider, normalize_provider
 
-__all__ = ["Cost", "PriceBook", "Rates", "cost", "parse_prices", "parse_model_aliases", "default_book", "use_book", "active_book"]
+__all__ = ["Cost", "PriceBook", "Rates", "Tiered", "cost", "parse_prices", "parse_model_aliases", "default_book", "use_book", "active_book"]
 
 # Our provider names -> genai-prices provider ids, in the order to try.
 GENAI_PROVIDERS: dict[str, tuple[str, ...]] = {

@@ -20,14 +20,17 @@ def parse_time(value: Any, now: datetime | None = None) -> datetime:
         return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
     if isinstance(value, date):
         return datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
-    if isinstance(value, timedelta):
-        return now - value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value, timezone.utc)
-    if isinstance(value, str):
-        match = _RELATIVE.match(value)
+    try:
+        if isinstance(value, timedelta):
+            return now - value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return datetime.fromtimestamp(value, timezone.utc)
+        match = _RELATIVE.match(value) if isinstance(value, str) else None
         if match:
             return now - timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()])
+    except (OverflowError, OSError, ValueError):
+        raise ValueError(f"not a time: {value!r} is out of range") from None
+    if isinstance(value, str):
         try:
             return parse_time(datetime.fromisoformat(value.strip().replace("Z", "+00:00")), now)
         except ValueError:
