@@ -35,6 +35,19 @@ def test_gemini_usage_counts_thoughts_as_output():
                                       "cache_write_tokens": None, "reasoning_tokens": 5}
 
 
+def test_gemini_wire_spelling_and_tool_use_prompt_as_input():
+    wire = {"promptTokenCount": 12, "candidatesTokenCount": 8, "thoughtsTokenCount": 5, "cachedContentTokenCount": 3,
+            "toolUsePromptTokenCount": 4, "totalTokenCount": 29}
+    assert normalize_usage(wire) == {"input_tokens": 16, "output_tokens": 13, "cache_read_tokens": 3,
+                                     "cache_write_tokens": None, "reasoning_tokens": 5}
+    sdk = {"prompt_token_count": 12, "candidates_token_count": 8, "tool_use_prompt_token_count": 4}
+    assert normalize_usage(sdk)["input_tokens"] == 16
+    # An embedding's usage has a prompt count only.
+    assert normalize_usage({"promptTokenCount": 7, "totalTokenCount": 7}) == {
+        "input_tokens": 7, "output_tokens": None, "cache_read_tokens": None, "cache_write_tokens": None,
+        "reasoning_tokens": None}
+
+
 def test_our_own_spelling_and_objects():
     class Usage:
         input_tokens = 3
@@ -67,7 +80,8 @@ junk = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
         st.sampled_from(["prompt_tokens", "completion_tokens", "input_tokens", "output_tokens",
                          "cache_read_input_tokens", "cache_creation_input_tokens", "prompt_tokens_details",
-                         "cached_tokens", "prompt_token_count", "thoughts_token_count", "reasoning_tokens"]),
+                         "cached_tokens", "prompt_token_count", "thoughts_token_count", "reasoning_tokens",
+                         "promptTokenCount", "candidatesTokenCount", "toolUsePromptTokenCount"]),
         inner, max_size=6),
     max_leaves=12,
 )

@@ -12,7 +12,10 @@ any of these spellings and returns our five counts, `None` where unknown:
   `cache_read_input_tokens`, `cache_creation_input_tokens` — we add the cache
   counts to `input_tokens`, as the OpenTelemetry convention counts them
 - Gemini: `prompt_token_count`, `candidates_token_count`, `cached_content_token_count`,
-  `thoughts_token_count` (thoughts are billed as output, so they are added to it)
+  `thoughts_token_count`, `tool_use_prompt_token_count` (the SDK's objects), or the same in
+  camelCase (`promptTokenCount`, …: the JSON on the wire). Thoughts are billed as output, so
+  they are added to it; tool-use prompt tokens are input the prompt count leaves out, so they
+  are added to it (cached content is already part of the prompt count)
 """
 
 from __future__ import annotations
@@ -66,6 +69,23 @@ def _has(obj: Any, name: str) -> bool:
     return _get(obj, name) is not None
 
 
+# Gemini's counts: prompt, candidates, thoughts, cached content, tool-use prompt; as the SDK's objects
+# spell them and as the JSON on the wire does.
+_GEMINI_NAMES = (
+    ("prompt_token_count", "candidates_token_count", "thoughts_token_count", "cached_content_token_count",
+     "tool_use_prompt_token_count"),
+    ("promptTokenCount", "candidatesTokenCount", "thoughtsTokenCount", "cachedContentTokenCount",
+     "toolUsePromptTokenCount"),
+)
+
+
+def _gemini_names(usage: Any) -> tuple[str, ...] | None:
+    for names in _GEMINI_NAMES:
+        if _has(usage, names[0]) or _has(usage, names[1]):
+            return names
+    return None
+
+
 def normalize_usage(usage: Any) -> dict[str, int | None]:
     """Our five token counts from any supported spelling (see the module docstring)."""
     out: dict[str, int | None] = dict.fromkeys(TOKEN_KEYS)
@@ -79,13 +99,13 @@ def normalize_usage(usage: Any) -> dict[str, int | None]:
         out["output_tokens"] = count(usage, "completion_tokens")
         out["cache_read_tokens"] = count(_get(usage, "prompt_tokens_details"), "cached_tokens")
         out["reasoning_tokens"] = count(_get(usage, "completion_tokens_details"), "reasoning_tokens")
-    elif _has(usage, "prompt_token_count") or _has(usage, "candidates_token_count"):  # Gemini
-        out["input_tokens"] = count(usage, "prompt_token_count")
-        candidates = count(usage, "candidates_token_count")
-        thoughts = count(usage, "thoughts_token_count")
+    elif (names := _gemini_names(usage)) is not None:  # Gemini
+        prompt, candidates, thoughts, cached, tool_use = (count(usage, name) for name in names)
+        if prompt is not None or tool_use:
+            out["input_tokens"] = (prompt or 0) + (tool_use or 0)
         if candidates is not None or thoughts is not None:
             out["output_tokens"] = (candidates or 0) + (thoughts or 0)
-        out["cache_read_tokens"] = count(usage, "cached_content_token_count")
+        out["cache_read_tokens"] = cached
         out["reasoning_tokens"] = thoughts
     else:
         out["input_tokens"] = count(usage, "input_tokens")
