@@ -73,3 +73,41 @@ def test_reading_calls_off_the_loop_still_waits_for_the_records():
     thread.start()
     thread.join()
     assert result == [1]
+
+
+def test_the_worker_thread_imports_no_module(tmp_path):
+    """Imports happen on the calling thread (at init() or the first tracking()): a package imported by two
+    threads at once can hand one of them a partially initialised module (seen: 'partially initialized
+    module httpx2 has no attribute Timeout' in an app importing openai while the worker loaded the prices)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import sys, threading
+        imports = []
+        def hook(event, args):
+            if event == "import" and threading.current_thread().name.startswith("tokentrail"):
+                imports.append(args[0])
+        sys.addaudithook(hook)
+        import tokentrail
+        for start in ("init", "tracking"):
+            if start == "init":
+                tokentrail.init("sqlite:///audit.db", instrument=False, exporters=["jsonl:calls.jsonl"])
+            with tokentrail.tracking():
+                with tokentrail.track_llm_call("openai", "gpt-4o") as span:
+                    span.set_tokens(input=10, output=5)
+                tokentrail.log_llm_call(provider="anthropic", model="claude-sonnet-4-5",
+                                        usage={"input_tokens": 3, "output_tokens": 1}, error=ValueError("x"))
+                with tokentrail.track_tool_call("search"):
+                    pass
+                tokentrail.emit_outcome("done")
+            assert tokentrail.flush(10)
+            tokentrail.shutdown()
+        print(imports)
+    """)
+    for first in ("init", "tracking"):
+        script = code if first == "init" else code.replace('("init", "tracking")', '("tracking",)')
+        out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "[]", out.stdout

@@ -39,7 +39,7 @@ from .errors import ConfigError
 from .record import LLMCall
 from .semconv import infer_provider, normalize_provider
 
-__all__ = ["Cost", "PriceBook", "Rates", "Tiered", "cost", "parse_prices", "parse_model_aliases", "default_book", "use_book", "active_book"]
+__all__ = ["Cost", "PriceBook", "Rates", "Tiered", "cost", "parse_prices", "parse_model_aliases", "default_book", "use_book", "active_book", "prepare"]
 
 # Our provider names -> genai-prices provider ids, in the order to try.
 GENAI_PROVIDERS: dict[str, tuple[str, ...]] = {
@@ -369,6 +369,20 @@ def default_book() -> PriceBook:
 
 
 _active: PriceBook | None = None  # the active tracker's book (with its custom prices), set by `init()`
+
+
+def prepare() -> None:
+    """Import and load the price database now, on the calling thread (at `init()`).
+
+    The worker would otherwise import it on its first record, while the
+    application may be importing the same packages (httpx2, pydantic) on its own
+    thread: two threads importing one package can hand one of them a partially
+    initialised module. So no module is ever imported on the worker.
+    """
+    from genai_prices.data_snapshot import get_snapshot
+    from genai_prices.types import ModelPrice, TieredPrices  # noqa: F401 - imported for the worker
+
+    get_snapshot()
 
 
 def use_book(book: PriceBook | None) -> None:

@@ -29,12 +29,12 @@ from .config import load_settings
 from .context import reset_quietly
 from .errors import BudgetExceeded
 from .pipeline import Pipeline, Route
-from .pricing import default_book
+from . import pricing, semconv
 from .sinks.memory import InMemorySink
 
 __all__ = ["route_if_recording", "check_budget", "budgets_active", "submit", "flush", "track", "untrack",
            "is_tracking", "get_active_sink", "tracking", "CallLog", "activate", "deactivate", "current_pipeline",
-           "reset"]
+           "reset", "prepare_worker"]
 
 _route: ContextVar[Route | None] = ContextVar("tokentrail.route", default=None)
 
@@ -44,6 +44,7 @@ class _State:
     budgets: BudgetBook | None = None  # only when a budget can block a call
     default_sink: Any = None  # what get_active_sink() names when nothing overrides it
     recording = False  # the global switch: init()/track() on, untrack() off
+    prepared = False  # what the worker needs is imported
     lock = threading.RLock()
 
 
@@ -72,6 +73,14 @@ def deactivate() -> Pipeline | None:
     return pipeline
 
 
+def prepare_worker() -> None:
+    """Import (on this, the calling thread) everything the worker will use: it imports nothing itself."""
+    if not _State.prepared:
+        pricing.prepare()
+        semconv.prepare()
+        _State.prepared = True
+
+
 def reset() -> None:
     """Forget everything without flushing: for test suites that start each test from scratch."""
     deactivate()
@@ -84,7 +93,8 @@ def current_pipeline() -> Pipeline:
         with _State.lock:
             if _State.pipeline is None:
                 bare = load_settings({"store": None, "exporters": ()}, config={}, env={})
-                _State.pipeline = Pipeline(bare, (), [default_book().price])
+                prepare_worker()
+                _State.pipeline = Pipeline(bare, (), [pricing.default_book().price])
             pipeline = _State.pipeline
     return pipeline
 

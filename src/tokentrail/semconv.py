@@ -25,6 +25,7 @@ __all__ = [
     "normalize_operation",
     "normalize_provider",
     "infer_provider",
+    "prepare",
 ]
 
 UNKNOWN = "unknown"
@@ -38,6 +39,11 @@ def _convention():
     from opentelemetry.semconv._incubating.attributes import gen_ai_attributes
 
     return gen_ai_attributes.GenAiOperationNameValues, gen_ai_attributes.GenAiProviderNameValues
+
+
+def prepare() -> None:
+    """Load the convention's names now, on the calling thread (the worker imports nothing)."""
+    _convention()
 
 
 @functools.lru_cache(maxsize=None)

@@ -109,6 +109,7 @@ def init(
     if unknown:
         raise ConfigError(f"tokentrail: bad value for `instrument` from {settings.sources.get('instrument')}: "
                           f"{unknown}; accepted: true, false, or a list of {', '.join(registry.ADAPTERS)}")
+    runtime.prepare_worker()
     tracker = Tracker(settings, _open_sinks(settings))
     if tracker.budgets is not None and tracker.store is not None:
         tracker.budgets.seed(tracker.store)  # a restart does not reset this month's spending
@@ -119,22 +120,6 @@ def init(
     if settings.instrument:
         registry.instrument(*names)
     return tracker
-
-
-def _open_sinks(settings: Settings) -> list[Any]:
-    from .sinks import make_exporter
-
-    sinks: list[Any] = []
-    if settings.store is not None:
-        from .sinks.sqlite import SQLiteStore
-
-        sinks.append(SQLiteStore(settings.store))
-    for spec in settings.exporters:
-        try:
-            sinks.append(make_exporter(spec))
-        except OSError as exc:
-            raise ConfigError(f"tokentrail: cannot open exporter {spec!r}: {exc}") from None
-    return sinks
 
 
 def _open_sinks(settings: Settings) -> list[Any]:
