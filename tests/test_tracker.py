@@ -136,11 +136,31 @@ def test_init_again_replaces_the_tracker(tmp_path):
     assert len(stored(first)) == 1 and len(stored(second)) == 1
 
 
-def test_disabled_sets_nothing_up(monkeypatch, tmp_path):
+def test_disabled_sets_nothing_up_but_returns_a_usable_tracker(monkeypatch, tmp_path):
     monkeypatch.setenv("TOKENTRAIL_ENABLED", "false")
-    assert tokentrail.init() is None
+    tracker = tokentrail.init()
+    assert tracker is not None and tracker.enabled is False  # apps that use the Tracker keep working
+    assert tracker.store is None and tracker.sinks == []
+    assert tracker.flush(1) and tracker.stats()["written"] == 0 and tracker.shutdown(1)
     assert not tokentrail.is_tracking()
+    with tokentrail.track_llm_call("openai", "gpt-4o"):
+        pass
     assert not (tmp_path / "tokentrail.db").exists()
+
+
+def test_an_empty_environment_variable_counts_as_unset(monkeypatch, tmp_path):
+    monkeypatch.setenv("TOKENTRAIL_STORE", "")
+    monkeypatch.setenv("TOKENTRAIL_QUEUE_SIZE", " ")
+    tracker = tokentrail.init(instrument=False)
+    assert tracker.settings.store == "sqlite:///tokentrail.db" and tracker.settings.sources["store"] == "default"
+    assert tracker.settings.queue_size == 100_000
+
+
+def test_a_budget_limit_that_is_not_a_number_is_a_config_error():
+    with pytest.raises(tokentrail.ConfigError, match=r"limit_usd must be a number > 0, not '5'"):
+        tokentrail.init(store="none", budgets=[{"limit_usd": "5"}])
+    with pytest.raises(tokentrail.ConfigError, match="limit_tokens"):
+        tokentrail.Budget(limit_tokens="lots")
 
 
 def test_exporters_jsonl_and_custom_object(db_url, tmp_path):

@@ -68,9 +68,15 @@ class Budget:
     def label(self) -> str:
         if self.name:
             return self.name
-        limits = [f"${self.limit_usd:g}" if self.limit_usd is not None else "", f"{self.limit_tokens} tokens" if self.limit_tokens is not None else ""]
+        limits = [f"${_number_text(self.limit_usd)}" if self.limit_usd is not None else "",
+                  f"{_number_text(self.limit_tokens)} tokens" if self.limit_tokens is not None else ""]
         scope = ",".join(f"{k}={v}" for k, v in (self.scope or {}).items()) or "all"
         return f"{' + '.join(x for x in limits if x)}/{self.period} ({scope})"
+
+
+def _number_text(value: Any) -> str:
+    """A limit as users wrote it: 5 -> "5", 0.5 -> "0.5"; anything else as its repr (it is an error)."""
+    return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else repr(value)
 
 
 def _problems(budget: Budget) -> list[str]:

@@ -220,7 +220,7 @@ def load_settings(
         env_name = "TOKENTRAIL_" + name.upper()
         if name in arguments:
             raw, source = arguments[name], "argument"
-        elif env_name in env:
+        elif env.get(env_name, "").strip():  # set and not empty: `TOKENTRAIL_STORE=` means "not set"
             raw, source = env[env_name], f"environment variable {env_name}"
             if name in _TABLE_OPTIONS:
                 raw = _json(name, raw, source)

@@ -26,8 +26,9 @@ class Tracker:
 
     def __init__(self, settings: Settings, sinks: Sequence[Any]) -> None:
         self.settings = settings
+        self.enabled = settings.enabled
         self.sinks = list(sinks)
-        self._store = self.sinks[0] if settings.store is not None and self.sinks else None
+        self._store = self.sinks[0] if settings.enabled and settings.store is not None and self.sinks else None
         self.prices = PriceBook(settings.prices, settings.model_aliases)
         self.budgets = BudgetBook(settings.budgets) if settings.budgets else None
         processors: list[Callable[[Any], None]] = [self.prices.price]
@@ -71,7 +72,7 @@ def init(
     model_aliases: Any = UNSET,
     instrument: Any = UNSET,
     config: Any = None,
-) -> Tracker | None:
+) -> Tracker:
     """Configure tokentrail and start recording; returns the active `Tracker`.
 
     Every argument left out is taken from `TOKENTRAIL_*` variables, then the
@@ -81,7 +82,7 @@ def init(
     those named. A bad value raises `ConfigError`; a store that cannot be
     opened raises `StoreError`. Calling `init()` again replaces the previous tracker (its
     pending records are flushed first). With `enabled=false` nothing is set up
-    and `None` is returned.
+    and nothing is recorded; the returned Tracker has `enabled=False`, no sinks and no store.
     """
     arguments = {
         "store": store,
@@ -100,8 +101,9 @@ def init(
     }
     settings = load_settings(arguments, config=config)
     if not settings.enabled:
-        log.logger.info("tokentrail: disabled by `enabled` (%s)", settings.sources.get("enabled"))
-        return None
+        # Still a Tracker, so an application that uses it (stats, flush) runs the same with tracking off.
+        log.logger.info("tokentrail: disabled by `enabled` (%s); nothing is recorded", settings.sources.get("enabled"))
+        return Tracker(settings, [])
     from . import instrument as registry
 
     names = () if settings.instrument is True or not settings.instrument else settings.instrument
