@@ -183,3 +183,41 @@ def test_bad_budget_in_file_names_the_entry(tmp_path):
     (tmp_path / "tokentrail.toml").write_text('[[budgets]]\nlimit_usd = 5\nperiod = "fortnight"\n')
     with pytest.raises(ConfigError, match=r"period.*entry 0.*tokentrail.toml"):
         tokentrail.init()
+
+
+def test_a_raising_budget_lets_at_most_one_call_over_even_before_the_worker_runs(db_url):
+    """$0.0001 a day, calls of $0.00005, no latency, the worker asleep (flush_interval 5 s): the third call
+    is refused. Counting on the worker alone let 14-20 calls through (10x the limit)."""
+    tokentrail.init(db_url, flush_interval=5, prices={"tiny-model": {"input": 5, "output": 0}},
+                    budgets=[tokentrail.Budget(limit_usd=0.0001, period="day", action="raise")])
+    allowed = refused = 0
+    for _ in range(20):
+        try:
+            with tokentrail.track_llm_call("openai", "tiny-model") as span:
+                span.set_tokens(input=10, output=0)
+            allowed += 1
+        except tokentrail.BudgetExceeded:
+            refused += 1
+    assert (allowed, refused) == (2, 18)
+    assert tokentrail.flush(5)
+    stored = tokentrail.open_store(db_url).calls(limit=None)
+    assert sum(1 for c in stored if c.error_category == "budget") == 18
+    assert sum(c.cost_usd for c in stored) == pytest.approx(0.0001)  # each allowed call counted once
+
+
+def test_calls_outside_a_blocking_budgets_scope_are_left_to_the_worker(db_url):
+    tokentrail.init(db_url, flush_interval=5, prices={"tiny-model": {"input": 5, "output": 0}},
+                    budgets=[tokentrail.Budget(limit_usd=0.0001, scope={"customer_id": "acme"}, action="raise")])
+    for _ in range(5):  # no customer: out of scope, never refused
+        with tokentrail.track_llm_call("openai", "tiny-model") as span:
+            span.set_tokens(input=10, output=0)
+    with tokentrail.attributes(customer_id="acme"):
+        outcomes = []
+        for _ in range(4):
+            try:
+                with tokentrail.track_llm_call("openai", "tiny-model") as span:
+                    span.set_tokens(input=10, output=0)
+                outcomes.append("ok")
+            except tokentrail.BudgetExceeded:
+                outcomes.append("refused")
+    assert outcomes == ["ok", "ok", "refused", "refused"]

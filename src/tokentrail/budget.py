@@ -27,6 +27,7 @@ per process: another process's spending is seen at its next start, not live.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -208,6 +209,8 @@ class BudgetBook:
         self.counters: dict[tuple[int, tuple[str, ...], str], list[float]] = {}
         self._warned: set[tuple[int, tuple[str, ...], str]] = set()
         self._keys = _PeriodKeys()
+        self._accounted: set[str] = set()  # ids accounted on the calling thread, not yet seen by the worker
+        self._lock = threading.Lock()  # the calling threads and the worker both add to the counters
 
     # -- matching -------------------------------------------------------------------------------
 
@@ -257,12 +260,36 @@ class BudgetBook:
             parts.append(f"{int(spent[1])} of {budget.limit_tokens} tokens")
         return ", ".join(parts) + f" this {budget.period}"
 
-    # -- worker -------------------------------------------------------------------------------
+    def blocks(self, fields: Mapping[str, Any]) -> bool:
+        """Whether a call with these fields is in the scope of a blocking budget."""
+        return any(self._scope_values(budget, fields) is not None for _, budget in self.blocking)
+
+    # -- worker (and the calling thread, for calls a blocking budget watches) ---------------------
 
     def account(self, record: Any) -> None:
-        """Add a priced `LLMCall` to every budget in scope (pipeline processor, after pricing)."""
+        """Add a priced `LLMCall` to every budget in scope (pipeline processor, after pricing).
+
+        A call under a blocking budget is accounted on the calling thread as it
+        ends (`runtime.submit`), so the next call already sees it; the worker's
+        pass then skips it (each record id is counted once).
+        """
         if type(record) is not LLMCall:
             return
+        with self._lock:
+            if record.id in self._accounted:
+                self._accounted.discard(record.id)
+                return
+            self._account(record)
+
+    def account_now(self, record: Any) -> None:
+        """Account a record on the calling thread; the worker's later `account` of it is a no-op."""
+        if type(record) is not LLMCall:
+            return
+        with self._lock:
+            self._account(record)
+            self._accounted.add(record.id)
+
+    def _account(self, record: Any) -> None:
         usd, tokens = record.cost_usd or 0.0, record.total_tokens or 0
         if not usd and not tokens:
             return

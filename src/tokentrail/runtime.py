@@ -127,7 +127,41 @@ def check_budget(call: Any) -> None:
 
 def submit(item: Any) -> None:
     """Hand a finished span to the pipeline (calling thread)."""
-    (_State.pipeline or current_pipeline()).submit(item)
+    pipeline = _State.pipeline or current_pipeline()
+    if _State.budgets is not None and hasattr(item, "scope_fields"):  # an LLM call (pending.PendingCall)
+        item = _account_now(item, _State.budgets, pipeline)
+    pipeline.submit(item)
+
+
+class _Built:
+    """A record built on the calling thread, for the pipeline to deliver as it is."""
+
+    __slots__ = ("record", "route")
+
+    def __init__(self, record: Any, route: Any) -> None:
+        self.record, self.route = record, route
+
+    def build(self, settings: Any) -> Any:
+        return self.record
+
+
+def _account_now(item: Any, book: BudgetBook, pipeline: Pipeline) -> Any:
+    """A call in the scope of a blocking budget is built, priced and counted *now*, on the calling
+    thread, so the next call's check sees it: a raising budget lets at most one call per concurrent
+    caller pass its limit. Only these calls pay for it (tens of microseconds); all others are built
+    on the worker."""
+    try:
+        if not book.blocks(item.scope_fields(book.check_fields)):
+            return item
+        record = item.build(pipeline.settings)
+        if record is None:
+            return item
+        pricing.active_book().price(record)
+        book.account_now(record)
+        return _Built(record, item.route)
+    except Exception as exc:  # noqa: BLE001 - the worker will try again; the app never sees it
+        log.error_once("budget.account_now", "tokentrail: could not account a call under a budget", exc)
+        return item
 
 
 def flush(timeout: float | None = None) -> bool:
