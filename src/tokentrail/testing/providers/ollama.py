@@ -93,6 +93,9 @@ ROUTES = {"/api/chat": chat, "/api/generate": generate, "/api/embed": embed, "/a
 
 
 def handle(data: dict[str, Any], settings: Settings, path: str, headers: dict[str, str]) -> Reply:
+    if path == "/api/tags":  # `client.list()`: not an LLM call
+        return json_reply(200, {"models": [{"name": "llama3.2:latest", "model": "llama3.2:latest", "size": 2019393189,
+                                            "digest": "a80c4f17acd5", "details": {"family": "llama"}}]})
     route = ROUTES.get(path)
     if route is None:
         return json_reply(404, {"error": f"404 page not found: {path}"})
