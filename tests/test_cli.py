@@ -552,3 +552,17 @@ def test_help_has_examples():
     assert "tokentrail report --by customer" in cli("report", "--help").output
     assert "tokentrail-demo.db" in cli("demo", "--help").output
     assert "--force" in cli("export", "--help").output
+
+
+def test_report_and_prices_say_why_a_call_has_no_cost(tmp_path):
+    """A stream without usage is not 'without a known price': every view tells the two apart."""
+    url = f"sqlite:///{tmp_path / 'gaps.db'}"
+    now = datetime.now(timezone.utc)
+    tokentrail.open_store(url).export([
+        LLMCall(id="a", started_at=now, provider="openai", request_model="gpt-4o", input_tokens=10, output_tokens=2, cost_usd=0.01),
+        LLMCall(id="b", started_at=now, provider="openai", request_model="gpt-4o", stream=True),
+    ])
+    out = CliRunner().invoke(main, ["report", "--store", url]).output
+    assert "1 calls without token usage" in out and "known price" not in out
+    out = CliRunner().invoke(main, ["prices", "--unpriced", "--store", url]).output
+    assert "Every model in the store has a price." in out and "1 calls reported no token usage" in out

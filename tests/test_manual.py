@@ -393,3 +393,39 @@ def test_calls_from_plain_threads_land_after_init(db_url):
     [t.join() for t in threads]
     assert tokentrail.flush(5)
     assert len(tokentrail.open_store(db_url).calls(limit=None)) == 400
+
+
+def test_a_rejected_setter_value_keeps_the_good_value_set_before_it(tt_warnings):
+    with tokentrail.tracking() as log:
+        with tokentrail.track_llm_call("openai", "gpt-4o") as span:
+            span.set_tokens(input=100, output=50)
+            span.set_tokens(output=-5)
+            span.set_streaming(ttft_ms=12.5, chunk_count=4)
+            span.set_streaming(ttft_ms="soon", chunk_count=-1)
+            span.set_attempt(2)
+            span.set_attempt("again")
+    call = log.calls[0]
+    assert (call.input_tokens, call.output_tokens, call.ttft_ms, call.chunk_count, call.attempt) == (100, 50, 12.5, 4, 2)
+    assert call.cost_usd == tokentrail.cost("openai", "gpt-4o", input_tokens=100, output_tokens=50).total_usd
+    assert any("output_tokens=-5" in m for m in tt_warnings())
+
+
+def test_a_call_priced_from_half_its_tokens_says_so():
+    with tokentrail.tracking() as log:
+        with tokentrail.track_llm_call("openai", "gpt-4o") as span:
+            span.set_tokens(input=100)
+        with tokentrail.track_llm_call("openai", "gpt-4o") as span:
+            span.set_tokens(input=100, output=5)
+    partial, whole = log.calls
+    assert partial.cost_usd is not None and partial.metadata == {"cost_partial": "output_tokens unknown"}
+    assert not (whole.metadata or {}).get("cost_partial")
+
+
+def test_log_llm_call_without_a_duration_stores_it_as_unknown(db_url):
+    tokentrail.init(db_url, instrument=False)
+    tokentrail.log_llm_call(provider="openai", model="gpt-4o", usage={"prompt_tokens": 3, "completion_tokens": 1})
+    tokentrail.log_llm_call(provider="openai", model="gpt-4o", duration_ms=250)
+    assert tokentrail.flush(5)
+    durations = sorted((c.duration_ms for c in tokentrail.open_store(db_url).calls()), key=lambda d: d is None)
+    assert durations == [250.0, None]
+    assert tokentrail.open_store(db_url).summary(group_by=())[0]["p50_ms"] == 250.0  # not dragged to 125 by a 0

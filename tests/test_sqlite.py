@@ -165,3 +165,22 @@ def test_several_processes_writing_one_file_all_land(tmp_path):
     assert [p.wait(120) for p in procs] == [0, 0, 0, 0]
     rows = tokentrail.open_store(url).summary(group_by="user_id")
     assert sorted((r["user_id"], r["calls"]) for r in rows) == [(f"p{n}", 1500) for n in range(4)]
+
+
+def test_summary_says_why_calls_have_no_cost_and_keeps_budget_refusals_out_of_latency(tmp_path):
+    from datetime import datetime, timezone
+
+    from tokentrail.record import LLMCall
+
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'x.db'}")
+    now = datetime.now(timezone.utc)
+    store.export([
+        LLMCall(id="a", started_at=now, duration_ms=100.0, input_tokens=10, output_tokens=2, cost_usd=0.01),
+        LLMCall(id="b", started_at=now, duration_ms=300.0),  # a stream that reported no usage
+        LLMCall(id="c", started_at=now, duration_ms=200.0, input_tokens=5, output_tokens=1),  # no price known
+        LLMCall(id="d", started_at=now, duration_ms=0.01, error_category="budget", error_type="BudgetExceeded",
+                cost_usd=0.0),
+    ])
+    row = store.summary(group_by=())[0]
+    assert (row["unpriced_calls"], row["no_usage_calls"], row["no_price_calls"]) == (2, 1, 1)
+    assert row["p50_ms"] == 200.0  # of 100, 200, 300: the refused call's 0.01 ms is not a latency

@@ -256,10 +256,21 @@ def main() -> None:
 # -- report -------------------------------------------------------------------------------------------
 
 
+def _cost_gaps(row: dict[str, Any], long: bool = False) -> str:
+    """Why some calls have no cost: they reported no token usage, or their model has no known price."""
+    parts = []
+    if row.get("no_usage_calls"):
+        parts.append(f"{row['no_usage_calls']} {'calls ' if long else ''}without token usage")
+    if row.get("no_price_calls"):
+        parts.append(f"{row['no_price_calls']} {'calls ' if long else ''}without a known price")
+    return ", ".join(parts)
+
+
 def _cost_cell(row: dict[str, Any]) -> str:
     text = money(row["cost_usd"])
-    if row.get("unpriced_calls") and row["cost_usd"] is not None:
-        text += f" (+{row['unpriced_calls']} unpriced)"
+    gaps = _cost_gaps(row)
+    if gaps and row["cost_usd"] is not None:
+        text += f" (+{gaps})"
     return text
 
 
@@ -306,7 +317,7 @@ def print_report(console: Console, data: dict[str, Any], by: Sequence[str]) -> N
         return
     cost = money(total["cost_usd"])
     if total["unpriced_calls"]:
-        cost += f" ({total['unpriced_calls']} calls without a known price)"
+        cost += f" ({_cost_gaps(total, long=True)})"
     console.print(f"[bold]{total['calls']:,} calls[/bold]  cost {cost}  tokens in {count(total['input_tokens'])} "
                   f"(cached {count(total['cache_read_tokens'])}) out {count(total['output_tokens'])}  "
                   f"errors {total['errors']} ({total['error_rate']:.1%})  p50 {ms(total['p50_ms'])}  p95 {ms(total['p95_ms'])}")
@@ -570,14 +581,20 @@ def prices_command(models: tuple[str, ...], provider: str | None, unpriced: bool
     """
     console = _console()
     if unpriced:
-        rows = report.unpriced_models(_open(store_url))
+        store = _open(store_url)
+        rows = report.unpriced_models(store)
+        no_usage = (report.totals(store) or {}).get("no_usage_calls") or 0
         if as_json:
-            _json_out([{"provider": r["provider"], "model": r["model"], "calls": r["calls"]} for r in rows])
-        elif not rows:
+            _json_out({"models_without_price": [{"provider": r["provider"], "model": r["model"], "calls": r["calls"]} for r in rows],
+                       "calls_without_usage": no_usage})
+            return
+        if not rows:
             console.print("Every model in the store has a price.")
-        else:
-            for row in rows:
-                click.echo(f"{row['provider']} {row['model']}: {row['calls']} calls without a price")
+        for row in rows:
+            click.echo(f"{row['provider']} {row['model']}: {row['calls']} calls without a price")
+        if no_usage:
+            click.echo(f"{no_usage} calls reported no token usage (streams without usage, say): their cost is unknown "
+                       "whatever the price; see `tokentrail calls --where input_tokens= --where output_tokens=`")
         return
     if not models:
         raise click.UsageError("name one or more models, or use --unpriced")

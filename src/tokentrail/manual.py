@@ -101,11 +101,18 @@ class LLMSpan(_SpanBlock, PendingCall):
 
     __slots__ = ()
 
+    def _set(self, name: str, value: Any) -> None:
+        """Keep a good value; a bad one is dropped with one warning and the earlier value stays."""
+        coerced = coerce_field(name, value)
+        if coerced is not None:
+            self.fields[name] = coerced
+
     def set_tokens(self, input: Any = None, output: Any = None, cache_read: Any = None, cache_write: Any = None, reasoning: Any = None) -> None:
-        """Token counts: `input` counts *all* input tokens (cached included), `reasoning` is part of `output`."""
+        """Token counts: `input` counts *all* input tokens (cached included), `reasoning` is part of `output`.
+        A count that is not a whole number >= 0 is ignored (one warning): the count set before it stays."""
         for name, value in zip(TOKEN_KEYS, (input, output, cache_read, cache_write, reasoning)):
             if value is not None:
-                self.fields[name] = value
+                self._set(name, value)
 
     def set_usage(self, usage: Any) -> None:
         """Token counts from a usage object or dict in OpenAI, Anthropic, Gemini or our spelling."""
@@ -126,15 +133,15 @@ class LLMSpan(_SpanBlock, PendingCall):
     def set_streaming(self, ttft_ms: Any = None, chunk_count: Any = None) -> None:
         self.fields["stream"] = True
         if ttft_ms is not None:
-            self.fields["ttft_ms"] = ttft_ms
+            self._set("ttft_ms", ttft_ms)
         if chunk_count is not None:
-            self.fields["chunk_count"] = chunk_count
+            self._set("chunk_count", chunk_count)
 
     def set_cache_hit(self, hit: Any = True) -> None:
-        self.fields["cache_hit"] = hit
+        self._set("cache_hit", hit)
 
     def set_attempt(self, attempt: Any) -> None:
-        self.fields["attempt"] = attempt
+        self._set("attempt", attempt)
 
     def set_finish_reasons(self, *reasons: Any) -> None:
         flat: list[Any] = []
@@ -145,7 +152,7 @@ class LLMSpan(_SpanBlock, PendingCall):
     set_finish_reason = set_finish_reasons
 
     def set_tool_call_count(self, count: Any) -> None:
-        self.fields["tool_call_count"] = count
+        self._set("tool_call_count", count)
 
     def set_content(self, input: Any = None, output: Any = None) -> None:
         """Prompt (a string or a list of messages) and output text; kept only with `capture_content=True`,
@@ -458,6 +465,8 @@ def log_llm_call(
     if duration is not None:
         call.start_ns -= int(duration * 1e6)
         call.wall_ns -= int(duration * 1e6)
+    else:
+        call.fields["duration_ms"] = None  # unknown, not 0: it stays out of latency figures
     if started_at is not None:
         from .times import parse_time
 

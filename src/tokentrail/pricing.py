@@ -339,6 +339,10 @@ class PriceBook:
             self.unpriced += 1
             return
         record.input_cost_usd, record.output_cost_usd, record.cost_usd = result
+        if record.input_tokens is None or record.output_tokens is None:
+            # Priced from half its tokens: say so on the record, never pass it off as complete.
+            missing = "input_tokens" if record.input_tokens is None else "output_tokens"
+            record.metadata = {**(record.metadata or {}), "cost_partial": f"{missing} unknown"}
 
     def cost(self, provider: Any, model: str, counts: tuple[Any, ...], when: datetime | None = None) -> Cost | None:
         """The `Cost` of (input, output, cache_read, cache_write, reasoning) tokens; `None` if unknown."""

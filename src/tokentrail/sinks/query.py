@@ -131,6 +131,9 @@ class QueryBuilder:
         ("total_tokens", "SUM(total_tokens)"),
         ("cost_usd", "SUM(cost_usd)"),
         ("unpriced_calls", "SUM(CASE WHEN cost_usd IS NULL THEN 1 ELSE 0 END)"),
+        # Why a call has no cost: it reported no tokens (a stream without usage), or its model has no price.
+        ("no_usage_calls", "SUM(CASE WHEN cost_usd IS NULL AND input_tokens IS NULL AND output_tokens IS NULL THEN 1 ELSE 0 END)"),
+        ("no_price_calls", "SUM(CASE WHEN cost_usd IS NULL AND (input_tokens IS NOT NULL OR output_tokens IS NOT NULL) THEN 1 ELSE 0 END)"),
         ("errors", "SUM(CASE WHEN error_type IS NOT NULL OR error_category IS NOT NULL THEN 1 ELSE 0 END)"),
     )
 
@@ -145,7 +148,9 @@ class QueryBuilder:
             pct = "percentile_cont({p} / 100.0) WITHIN GROUP (ORDER BY {col})"
         select = [f"{e} AS g{i}" for i, e in enumerate(exprs)]
         select += [sql for _, sql in self.METRICS]
-        select += [pct.format(col="duration_ms", p=50), pct.format(col="duration_ms", p=95), pct.format(col="ttft_ms", p=50)]
+        # A call a budget refused never reached the provider: its latency is not the provider's.
+        latency = "(CASE WHEN error_category = 'budget' THEN NULL ELSE duration_ms END)"
+        select += [pct.format(col=latency, p=50), pct.format(col=latency, p=95), pct.format(col="ttft_ms", p=50)]
         sql = f"SELECT {', '.join(select)} FROM {table}{clause}"
         if exprs:
             sql += " GROUP BY " + ", ".join(f"g{i}" for i in range(len(exprs)))
