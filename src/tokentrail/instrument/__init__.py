@@ -34,6 +34,7 @@ ADAPTERS = {
     "anthropic": "tokentrail.instrument.anthropic",
     "groq": "tokentrail.instrument.groq",
     "ollama": "tokentrail.instrument.ollama",
+    "mistralai": "tokentrail.instrument.mistralai",
 }
 
 _lock = threading.RLock()
