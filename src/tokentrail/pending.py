@@ -16,7 +16,6 @@ forget the switch.
 from __future__ import annotations
 
 import math
-import re
 import time
 from datetime import datetime, timezone
 from typing import Any
@@ -26,6 +25,7 @@ from .budget import call_fields
 from .config import Settings
 from .context import ATTRIBUTION_FIELDS, as_tags, attributes_var, current_span, current_workflow, new_span_id, new_trace_id, reset_quietly
 from .errors import CATEGORIES, categorize, status_code_of
+from .redact import scrub
 from .record import FIELD_KINDS, FIELDS, RECORD_TYPES, LLMCall, Outcome, ToolCall
 from .semconv import normalize_operation, normalize_provider
 from .runtime import submit
@@ -38,8 +38,6 @@ _wall_ns = time.time_ns
 _UTC = timezone.utc
 _ERROR_MESSAGE_MAX = 2000
 
-# Argument names that may hold a credential; never kept in `request_params`.
-CREDENTIAL = re.compile(r"api[_-]?key|secret|passw|authoriz|credential|bearer|cookie|access[_-]?token|auth[_-]?token|private[_-]?key|extra[_-]?headers", re.I)
 
 # Fields the pending record owns: ids and clocks cannot be set by a caller.
 _PROTECTED = {"id", "trace_id", "span_id", "parent_span_id", "started_at", "recorded_at"}
@@ -113,7 +111,21 @@ def safe_params(params: dict[str, Any] | None) -> dict[str, Any] | None:
     """Request parameters without anything that looks like a credential."""
     if not params:
         return None
-    return {k: v for k, v in params.items() if not CREDENTIAL.search(str(k))} or None
+    return scrub(params) or None
+
+
+# Fields whose text is ours or the provider's names (ids, models, categories): never secrets, not scanned.
+_NAME_FIELDS = frozenset({"id", "trace_id", "span_id", "parent_span_id", "provider", "operation", "request_model",
+                          "response_model", "response_id", "error_type", "error_category", "source", "sdk_version",
+                          "finish_reasons", "workflow_run_id", "name", "tool_call_id"})
+
+
+def _scrubbed(out: dict[str, Any]) -> dict[str, Any]:
+    """Every stored text masked and credential-named keys dropped (redact.py), once, before the record exists."""
+    for name, value in out.items():
+        if value is not None and name not in _NAME_FIELDS and type(value) in (str, dict, list):
+            out[name] = scrub(value)
+    return out
 
 
 def _messages(content: Any) -> list[Any]:
@@ -338,7 +350,7 @@ class PendingCall(_Pending):
             out.pop("output_text", None)
         if not self._first_record_of(out.get("response_id")):
             return None
-        return LLMCall(**out)
+        return LLMCall(**_scrubbed(out))
 
     def _first_record_of(self, response_id: Any) -> bool:
         """False for a framework's call that a lower layer already recorded (same response id):
@@ -378,7 +390,7 @@ class PendingTool(_Pending):
         else:
             out.pop("arguments", None)
             out.pop("result", None)
-        return ToolCall(**out)
+        return ToolCall(**_scrubbed(out))
 
 
 class PendingOutcome(_Pending):
@@ -412,4 +424,4 @@ class PendingOutcome(_Pending):
         out["value"] = value
         out["success"] = bool(self.success)
         self._apply(out, _OUTCOME_FIELDS)
-        return Outcome(**out)
+        return Outcome(**_scrubbed(out))

@@ -1,0 +1,79 @@
+"""Secrets never stored: credential-named keys are dropped, key-shaped strings are masked.
+
+Applied once, in the core, to every record the worker builds — so stores,
+exports (JSONL, OTLP) and the console all see the same masked text:
+
+- a key of `metadata`, `request_params` or a tool's arguments that is named
+  like a credential (`api_key`, `authorization`, `x-api-key`, `password`, …)
+  is dropped with its value;
+- anywhere in a stored text (error messages that echo the key, content,
+  attribution, metadata values, tags), a string shaped like a provider key
+  (`sk-…`, `sk-ant-…`, `sk-proj-…`, `AKIA…`, `gsk_…`, `xai-…`, `AIza…`,
+  `hf_…`, `ghp_…`, `Bearer …`, a JWT) keeps its first characters and loses
+  the rest: `sk-pr…[masked]`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+__all__ = ["CREDENTIAL_NAME", "is_credential_name", "mask", "scrub"]
+
+# Argument, header and metadata names that may hold a credential.
+CREDENTIAL_NAME = re.compile(
+    r"api[_-]?key|secret|passw|authoriz|credential|bearer|cookie|access[_-]?token|auth[_-]?token|"
+    r"refresh[_-]?token|session[_-]?token|private[_-]?key|extra[_-]?headers|x-api-key", re.I)
+
+# Strings shaped like credentials. Long enough not to catch ordinary words ("sk-" in "task-list").
+_KEY_SHAPES = re.compile(
+    r"\b(?:"
+    r"sk-(?:ant-|proj-|svcacct-|or-v1-)?[A-Za-z0-9_\-]{16,}"  # OpenAI, Anthropic, OpenRouter
+    r"|(?:AKIA|ASIA|AGPA|AIDA|AROA)[0-9A-Z]{16}"  # AWS access key ids
+    r"|gsk_[A-Za-z0-9]{20,}|xai-[A-Za-z0-9]{20,}|pplx-[A-Za-z0-9]{20,}|r8_[A-Za-z0-9]{20,}"  # Groq, xAI, Perplexity, Replicate
+    r"|AIza[0-9A-Za-z_\-]{30,}"  # Google API keys
+    r"|hf_[A-Za-z0-9]{20,}|gh[pousr]_[A-Za-z0-9]{20,}|xox[abprs]-[A-Za-z0-9\-]{10,}"  # Hugging Face, GitHub, Slack
+    r"|eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]+"  # JWTs
+    r")"
+    r"|(?<=Bearer )[A-Za-z0-9._~+/\-]{12,}=*"  # bearer tokens
+    r"|(?<=Basic )[A-Za-z0-9+/]{12,}=*",  # basic credentials
+)
+# Cheap test before the full patterns: every shape above contains one of these literals.
+_HINTS = re.compile(r"sk-|A[KSGIR][IPDO]A|gsk_|xai-|pplx-|r8_|AIza|hf_|gh[pousr]_|xox|eyJ|Bearer |Basic ")
+
+
+def is_credential_name(name: Any) -> bool:
+    return bool(CREDENTIAL_NAME.search(str(name)))
+
+
+def _masked(match: re.Match[str]) -> str:
+    return match.group(0)[:5] + "…[masked]"
+
+
+def mask(text: str) -> str:
+    """`text` with every key-shaped string masked."""
+    if _HINTS.search(text) is None:
+        return text
+    return _KEY_SHAPES.sub(_masked, text)
+
+
+def scrub(value: Any, depth: int = 0) -> Any:
+    """A JSON-like value with credential-named keys dropped and key-shaped strings masked (copies only
+    what changes). Deeper than 20 levels is left as it is: no stored value nests that far."""
+    if isinstance(value, str):
+        return mask(value)
+    if depth > 20:
+        return value
+    if isinstance(value, dict):
+        out, changed = {}, False
+        for key, item in value.items():
+            if is_credential_name(key):
+                changed = True
+                continue
+            out[key] = new = scrub(item, depth + 1)
+            changed = changed or new is not item
+        return out if changed else value
+    if isinstance(value, (list, tuple)):
+        items = [scrub(v, depth + 1) for v in value]
+        return items if any(a is not b for a, b in zip(items, value)) else value
+    return value

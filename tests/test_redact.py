@@ -1,0 +1,78 @@
+"""Secrets never stored: credential-named keys dropped, key-shaped strings masked — stores, exports, console."""
+
+from __future__ import annotations
+
+import pytest
+
+import tokentrail
+from conftest import only
+from tokentrail.redact import mask, scrub
+
+OPENAI_KEY = "sk-proj-" + "A1b2C3d4E5f6G7h8I9j0" * 2
+KEYS = [OPENAI_KEY, "sk-ant-api03-" + "x" * 40, "AKIAIOSFODNN7EXAMPLE", "gsk_" + "q" * 40, "xai-" + "z" * 40,
+        "AIzaSyD" + "k" * 32, "hf_" + "h" * 30, "ghp_" + "g" * 36, "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.abcDEF123"]
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_every_key_shape_is_masked_in_any_text(key):
+    text = f"Incorrect API key provided: {key}. You can find your API key at https://example"
+    masked = mask(text)
+    assert key not in masked and key[5:] not in masked and "…[masked]" in masked
+    assert masked.startswith("Incorrect API key provided: ") and masked.endswith("You can find your API key at https://example")
+
+
+def test_bearer_tokens_and_ordinary_words():
+    assert mask("Authorization: Bearer abc.DEF-123_456~xyz") == "Authorization: Bearer abc.D…[masked]"
+    for text in ("task-list", "ask-me-anything", "skeleton key", "disk-usage-report", "AKIA", "gpt-4o-mini", "eyJ"):
+        assert mask(text) == text
+
+
+def test_scrub_drops_credential_keys_at_any_depth_and_keeps_the_rest_identical():
+    value = {"api_key": "x", "X-Api-Key": "y", "ok": 1, "deep": [{"password": "p", "note": f"key={OPENAI_KEY}"}]}
+    assert scrub(value) == {"ok": 1, "deep": [{"note": "key=sk-pr…[masked]"}]}
+    clean = {"a": [1, "b"], "c": {"d": "e"}}
+    assert scrub(clean) is clean  # nothing to change: nothing copied
+
+
+def test_credentials_given_anywhere_are_never_stored(tmp_path):
+    store = f"sqlite:///{tmp_path / 'calls.db'}"
+    jsonl = tmp_path / "calls.jsonl"
+    tokentrail.init(store, exporters=[f"jsonl:{jsonl}"], instrument=False, capture_content=True)
+    with tokentrail.attributes(user_id="u1", api_key=OPENAI_KEY, tags=[f"token:{OPENAI_KEY}"]):
+        with tokentrail.track_llm_call("openai", "gpt-4o", api_key=OPENAI_KEY, note=f"uses {OPENAI_KEY}") as span:
+            span.add_metadata(authorization=f"Bearer {OPENAI_KEY}", session_token="s3cr3t-value")
+            span.set_request_params(temperature=0.1, api_key=OPENAI_KEY)
+            span.set_content(input=f"my key is {OPENAI_KEY}", output="noted")
+            span.set_tokens(input=5, output=1)
+        tokentrail.log_llm_call(provider="openai", model="gpt-4o", api_key=OPENAI_KEY, error=f"Incorrect API key provided: {OPENAI_KEY}")
+        with tokentrail.track_tool_call("lookup", arguments={"Authorization": OPENAI_KEY, "q": "x"}):
+            pass
+        tokentrail.emit_outcome("done", secret=OPENAI_KEY)
+    assert tokentrail.flush(5)
+    tokentrail.shutdown()
+    stored = (tmp_path / "calls.db").read_bytes() + jsonl.read_bytes()
+    for wal in tmp_path.glob("calls.db-*"):
+        stored += wal.read_bytes()
+    assert OPENAI_KEY.encode() not in stored and OPENAI_KEY[5:].encode() not in stored
+    assert b"s3cr3t-value" not in stored
+    calls = tokentrail.open_store(store).calls()
+    failed = next(c for c in calls if c.error_message)
+    assert failed.error_message == "Incorrect API key provided: sk-pr…[masked]"
+    kept = next(c for c in calls if c.input_tokens)
+    assert kept.metadata == {"note": "uses sk-pr…[masked]"} and kept.request_params == {"temperature": 0.1}
+    assert kept.user_id == "u1" and kept.output_text == "noted"
+
+
+def test_provider_error_echoing_the_key_is_masked_and_console_output_too(fake, log, capsys):
+    import openai
+
+    fake.fail(401, message=f"Incorrect API key provided: {OPENAI_KEY}.")
+    with pytest.raises(openai.AuthenticationError):
+        fake.openai_client(api_key=OPENAI_KEY).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    call = only(log)
+    assert OPENAI_KEY not in call.error_message and "sk-pr…[masked]" in call.error_message
+    from tokentrail.sinks import make_exporter
+
+    make_exporter("console").export([call])
+    printed = capsys.readouterr()
+    assert "401" in printed.out + printed.err and OPENAI_KEY not in printed.out + printed.err
