@@ -55,6 +55,15 @@ def test_a_custom_price_applies_instead_of_free(fake, db_url):
     assert qwen.cost_usd == deepseek.cost_usd == 0.0
 
 
+def test_cached_prompt_tokens_and_a_missing_prompt_count():
+    from tokentrail.instrument import ollama as adapter
+
+    newer = adapter.final_fields({"prompt_eval_count": 100, "prompt_eval_cached_count": 60, "eval_count": 5})
+    assert (newer["input_tokens"], newer["cache_read_tokens"], newer["output_tokens"]) == (100, 60, 5)
+    older = adapter.final_fields({"eval_count": 5})  # a cached prompt on servers before mid-2024
+    assert "input_tokens" not in older and older["output_tokens"] == 5
+
+
 def test_tool_calls_counted_plain_and_streamed(fake, log):
     client = fake.client("ollama")
     reply = client.chat(model=MODEL, messages=MESSAGES, tools=TOOLS)

@@ -9,10 +9,12 @@ management (`pull`, `list`, `show`, …) and web search pass through untouched.
   `AsyncClient`) whose HTTP request starts on the first iteration; the core's
   stream proxy records it, timed from the call. A stream left before its last
   object has no counts and `metadata["stream_incomplete"]`.
-- Usage: the last object (`done: true`) has `prompt_eval_count` (input) and
-  `eval_count` (output); Ollama leaves the first out when the whole prompt was
-  served from its cache. The legacy `embeddings` endpoint reports no counts:
-  its tokens are unknown. There is no response id.
+- Usage: the last object (`done: true`) has `prompt_eval_count` (input, the
+  whole prompt) and `eval_count` (output); newer servers add
+  `prompt_eval_cached_count` (`cache_read_tokens`). Servers before mid-2024
+  left `prompt_eval_count` out when the prompt came from their cache: input
+  tokens are then unknown, not 0. The legacy `embeddings` endpoint reports no
+  counts: its tokens are unknown. There is no response id.
 - `done_reason` is the finish reason; tool calls are counted from the
   message(s). Ollama's timings (nanoseconds on the wire) are kept in metadata
   in ms: `load_duration_ms`, `prompt_eval_duration_ms`, `eval_duration_ms`,
@@ -108,7 +110,10 @@ def final_fields(data: Any) -> dict[str, Any]:
     fields = {
         "response_model": pick(data, "model"),
         "finish_reasons": [reason] if isinstance(reason, str) and reason else None,
-        **usage_fields({"input_tokens": pick(data, "prompt_eval_count"), "output_tokens": pick(data, "eval_count")}),
+        **usage_fields({"input_tokens": pick(data, "prompt_eval_count"), "output_tokens": pick(data, "eval_count"),
+                        # newer servers: the prompt tokens read from the KV cache (part of prompt_eval_count);
+                        # ollama-python 0.6 drops the field, a release that keeps it gets it recorded
+                        "cache_read_tokens": pick(data, "prompt_eval_cached_count")}),
     }
     for name in _DURATIONS:
         value = pick(data, name)
