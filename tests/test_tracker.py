@@ -232,3 +232,21 @@ def test_fork_child_gets_a_fresh_worker(tmp_path):
     assert result.returncode == 0, result.stderr
     models = sorted(c.request_model for c in tokentrail.open_store(f"sqlite:///{tmp_path / 'tokentrail.db'}").calls(limit=None))
     assert models == ["child", "parent-after", "parent-before"]
+
+
+def test_out_of_range_counts_and_lone_surrogates_never_lose_a_batch(db_url, tt_warnings):
+    """A count >= 2**63 or a lone surrogate made SQLite reject the whole batch, and nothing said so."""
+    tracker = tokentrail.init(db_url, instrument=False)
+    tokentrail.log_llm_call(provider="openai", model="gpt-4o", usage={"input_tokens": 2**70, "output_tokens": 5})
+    tokentrail.log_llm_call(provider="openai", model="gpt-4o", usage={"prompt_tokens": 1e25, "completion_tokens": 3})
+    with tokentrail.attributes(user_id="u\ud800", feature="search"):
+        with tokentrail.track_llm_call("openai", "gpt-4o\udfff") as span:
+            span.set_content(output="bad \ud83d text")
+            span.set_tokens(input=10, output=2)
+    assert tokentrail.flush(5)
+    stats = tracker.stats()
+    assert stats["written"] == 3 and stats["lost"] == 0 and stats["dropped"] == 0
+    calls = sorted(tokentrail.open_store(db_url).calls(limit=None), key=lambda c: c.output_tokens)
+    assert [(c.input_tokens, c.output_tokens) for c in calls] == [(10, 2), (None, 3), (None, 5)]
+    assert calls[0].user_id == "u\ufffd" and calls[0].request_model == "gpt-4o\ufffd"
+    assert sum("2**63-1" in m for m in tt_warnings()) >= 1

@@ -25,7 +25,7 @@ from .budget import call_fields
 from .config import Settings
 from .context import ATTRIBUTION_FIELDS, as_tags, attributes_var, current_span, current_workflow, new_span_id, new_trace_id, reset_quietly
 from .errors import CATEGORIES, categorize, status_code_of
-from .redact import scrub
+from .redact import encodable, scrub
 from .record import FIELD_KINDS, FIELDS, RECORD_TYPES, LLMCall, Outcome, ToolCall
 from .semconv import normalize_operation, normalize_provider
 from .runtime import submit
@@ -123,7 +123,12 @@ _NAME_FIELDS = frozenset({"id", "trace_id", "span_id", "parent_span_id", "provid
 def _scrubbed(out: dict[str, Any]) -> dict[str, Any]:
     """Every stored text masked and credential-named keys dropped (redact.py), once, before the record exists."""
     for name, value in out.items():
-        if value is not None and name not in _NAME_FIELDS and type(value) in (str, dict, list):
+        if value is None:
+            continue
+        if name in _NAME_FIELDS:
+            if type(value) is str:
+                out[name] = encodable(value)
+        elif type(value) in (str, dict, list):
             out[name] = scrub(value)
     return out
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["CREDENTIAL_NAME", "is_credential_name", "mask", "scrub"]
+__all__ = ["CREDENTIAL_NAME", "is_credential_name", "mask", "scrub", "encodable"]
 
 # Argument, header and metadata names that may hold a credential.
 CREDENTIAL_NAME = re.compile(
@@ -50,8 +50,23 @@ def _masked(match: re.Match[str]) -> str:
     return match.group(0)[:5] + "…[masked]"
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")  # in a Python str every surrogate is a lone one
+
+
+def encodable(text: str) -> str:
+    """`text` as UTF-8 can store it: a lone surrogate (from a bad decode upstream) becomes U+FFFD."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", text)
+
+
 def mask(text: str) -> str:
-    """`text` with every key-shaped string masked."""
+    """`text` with every key-shaped string masked (and made encodable)."""
+    text = encodable(text)
     if _HINTS.search(text) is None:
         return text
     return _KEY_SHAPES.sub(_masked, text)

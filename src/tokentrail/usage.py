@@ -27,6 +27,9 @@ from . import log
 
 __all__ = ["normalize_usage", "coerce_count", "TOKEN_KEYS"]
 
+# The largest count a store can keep (a signed 64-bit integer column); a provider reporting more is wrong.
+MAX_COUNT = 2**63 - 1
+
 TOKEN_KEYS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
 
 
@@ -34,7 +37,7 @@ def coerce_count(value: Any, what: str) -> int | None:
     """A non-negative int from an int, an integral float or a digit string; else `None` and one warning."""
     if value is None:
         return None
-    if type(value) is int and value >= 0:
+    if type(value) is int and 0 <= value <= MAX_COUNT:
         return value
     try:
         if isinstance(value, bool):
@@ -44,13 +47,13 @@ def coerce_count(value: Any, what: str) -> int | None:
             number = float(value) if value else -1.0
         else:
             number = float(value)
-        if not math.isfinite(number) or number < 0 or number != int(number):
+        if not math.isfinite(number) or number < 0 or number != int(number) or number > MAX_COUNT:
             raise ValueError
         return int(number)
     except (TypeError, ValueError, OverflowError):
         log.warn_once(
             f"coerce.{what}",
-            "tokentrail: ignored %s=%r: expected a non-negative whole number",
+            "tokentrail: ignored %s=%r: expected a whole number from 0 to 2**63-1",
             what,
             value,
         )
