@@ -304,8 +304,8 @@ def test_llm_instrumented_generator_closed_early_is_marked_incomplete():
         next(gen), next(gen)
         gen.close()
     call = one(log)
-    assert call.chunk_count == 2 and call.metadata == {"stream_incomplete": True}
-    assert call.error_type is None
+    assert call.chunk_count == 2 and call.metadata == {"stream_incomplete": True, "tokens_estimated": "chars/4"}
+    assert call.error_type is None and call.output_tokens == 1  # "01": 2 chars, estimated (no usage was reported)
 
 
 def test_llm_instrumented_async_generator():

@@ -67,12 +67,25 @@ def test_stream_with_usage_keeps_the_sdk_type_and_records_timing(fake, log):
     assert "stream_incomplete" not in call.metadata
 
 
-def test_stream_without_usage_has_unknown_tokens_not_zero(fake, log):
+def test_stream_without_usage_gets_estimated_tokens_flagged_and_a_cost(fake, log):
+    """No `include_usage`: the provider reports no tokens. The record estimates them from the request and
+    the streamed text (estimate.py; chars/4 here, where no tiktoken encoding is available offline)."""
     client = fake.openai_client()
     for _ in client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True):
         pass
     call = only(log)
-    assert call.input_tokens is None and call.cost_usd is None and call.chunk_count == 7
+    assert call.metadata["tokens_estimated"] == "chars/4" and call.chunk_count == 7
+    # "be brief\nWhat is the capital of France?" = 39 chars -> 10, + 2 messages x 4 + 3; the reply's 29 chars -> 8
+    assert (call.input_tokens, call.output_tokens) == (21, 8)
+    assert call.cost_usd == tokentrail.cost("openai", "gpt-4o", input_tokens=21, output_tokens=8).total_usd
+
+
+def test_stream_with_usage_is_not_estimated(fake, log):
+    client = fake.openai_client()
+    for _ in client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True, stream_options={"include_usage": True}):
+        pass
+    call = only(log)
+    assert "tokens_estimated" not in (call.metadata or {}) and call.input_tokens is not None
 
 
 def test_stream_closed_early_with_block_and_garbage_collected(fake, log):

@@ -25,6 +25,7 @@ from .budget import call_fields
 from .config import Settings
 from .context import ATTRIBUTION_FIELDS, as_tags, attributes_var, current_span, current_workflow, new_span_id, new_trace_id, reset_quietly
 from .errors import CATEGORIES, categorize, status_code_of
+from .estimate import estimate
 from .redact import encodable, scrub
 from .record import FIELD_KINDS, FIELDS, RECORD_TYPES, LLMCall, Outcome, ToolCall
 from .semconv import normalize_operation, normalize_provider
@@ -341,6 +342,8 @@ class PendingCall(_Pending):
                     out[name] = value
         if out.get("request_params"):
             out["request_params"] = safe_params(out["request_params"])
+        if out.get("stream") and out.get("input_tokens") is None and out.get("output_tokens") is None:
+            self._estimate_tokens(out)
         if self.content_in is not None:
             messages = _messages(self.content_in)
             out.setdefault("message_count", len(messages))
@@ -356,6 +359,16 @@ class PendingCall(_Pending):
         if not self._first_record_of(out.get("response_id")):
             return None
         return LLMCall(**_scrubbed(out))
+
+    def _estimate_tokens(self, out: dict[str, Any]) -> None:
+        """A stream that reported no usage gets estimated counts, flagged (estimate.py), so it has a cost.
+        Not for a stream that failed before it streamed anything: nothing was generated."""
+        if self.content_out is None and (self.content_in is None or self.error is not None):
+            return
+        model = out.get("response_model") or out.get("request_model")
+        out["input_tokens"], out["output_tokens"], method = estimate(self.content_in, self.content_out, model)
+        out["total_tokens"] = out["input_tokens"] + out["output_tokens"]
+        out["metadata"] = {**(out.get("metadata") or {}), "tokens_estimated": method}
 
     def _first_record_of(self, response_id: Any) -> bool:
         """False for a framework's call that a lower layer already recorded (same response id):

@@ -29,7 +29,7 @@ from .config import load_settings
 from .context import reset_quietly
 from .errors import BudgetExceeded
 from .pipeline import Pipeline, Route
-from . import pricing, semconv
+from . import estimate, pricing, semconv
 from .sinks.memory import InMemorySink
 
 __all__ = ["route_if_recording", "check_budget", "budgets_active", "submit", "flush", "track", "untrack",
@@ -78,6 +78,7 @@ def prepare_worker() -> None:
     if not _State.prepared:
         pricing.prepare()
         semconv.prepare()
+        estimate.prepare()
         _State.prepared = True
 
 
