@@ -4,7 +4,7 @@ Served: chat completions and FIM (`/v1/chat/completions`, `/v1/fim/completions`)
 agents completions (`/v1/agents/completions`), embeddings (`/v1/embeddings`),
 moderations (`/v1/moderations`, `/v1/chat/moderations`) and the Conversations API
 (`/v1/conversations` start, `/v1/conversations/{id}` append,
-`/v1/conversations/{id}/restart`). The Azure client's paths (`…/chat/completions`
+`/v1/conversations/{id}/restart`), and `GET /v1/models`. The Azure client's paths (`…/chat/completions`
 under its endpoint) and Vertex AI's (`…/publishers/mistralai/models/{model}:rawPredict`
 and `:streamRawPredict`, chat or FIM by the body) are served too.
 
@@ -143,7 +143,16 @@ def conversation(body: dict[str, Any], settings: Settings, conversation_id: str 
     return stream_reply(sse_frames(events), settings, _headers())
 
 
+def models(settings: Settings) -> Reply:
+    cards = [{"id": name, "object": "model", "created": 0, "owned_by": "mistralai", "type": "base",
+              "capabilities": {"completion_chat": True, "function_calling": True, "completion_fim": name.startswith("codestral")}}
+             for name in _SERVED]
+    return json_reply(200, {"object": "list", "data": cards}, _headers())
+
+
 def _handle(data: dict[str, Any], settings: Settings, path: str, headers: dict[str, str]) -> Reply:
+    if path.endswith("/v1/models"):
+        return models(settings)
     if "/publishers/mistralai/models/" in path:  # Vertex AI: the model is in the path, chat or FIM by the body
         model = path.rsplit("/models/", 1)[1].split(":", 1)[0]
         return completion({**data, "stream": path.endswith(":streamRawPredict")}, settings, model)
@@ -162,8 +171,8 @@ def _handle(data: dict[str, Any], settings: Settings, path: str, headers: dict[s
 
 def _matches(method: str, path: str, headers: dict[str, str]) -> bool:
     agent = headers.get("user-agent", "")
-    return method.upper() == "POST" and ("mistral" in agent or "/publishers/mistralai/" in path
-                                         or headers.get("host", "").endswith("mistral.ai"))
+    mistral = "mistral" in agent or "/publishers/mistralai/" in path or headers.get("host", "").endswith("mistral.ai")
+    return mistral and (method.upper() == "POST" or path.endswith("/v1/models"))
 
 
 add_route(_matches, _handle, error)
