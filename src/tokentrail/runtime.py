@@ -34,7 +34,7 @@ from .sinks.memory import InMemorySink
 
 __all__ = ["route_if_recording", "check_budget", "budgets_active", "submit", "flush", "track", "untrack",
            "is_tracking", "get_active_sink", "tracking", "CallLog", "activate", "deactivate", "current_pipeline",
-           "reset", "prepare_worker"]
+           "reset", "prepare_worker", "route_var", "State"]
 
 _route: ContextVar[Route | None] = ContextVar("tokentrail.route", default=None)
 
@@ -46,6 +46,12 @@ class _State:
     recording = False  # the global switch: init()/track() on, untrack() off
     prepared = False  # what the worker needs is imported
     lock = threading.RLock()
+
+
+# The hot path's two reads, public for the wrappers that inline them (sdkcall): the route of a
+# `tracking()` block, and the switch. Only this module writes them.
+route_var = _route
+State = _State
 
 
 # -- switched by init() / shutdown() ------------------------------------------------------------------
