@@ -35,6 +35,7 @@ ADAPTERS = {
     "groq": "tokentrail.instrument.groq",
     "ollama": "tokentrail.instrument.ollama",
     "mistralai": "tokentrail.instrument.mistralai",
+    "cohere": "tokentrail.instrument.cohere",
 }
 
 _lock = threading.RLock()
