@@ -36,6 +36,7 @@ ADAPTERS = {
     "ollama": "tokentrail.instrument.ollama",
     "mistralai": "tokentrail.instrument.mistralai",
     "cohere": "tokentrail.instrument.cohere",
+    "google_genai": "tokentrail.instrument.google_genai",
 }
 
 _lock = threading.RLock()
