@@ -225,3 +225,17 @@ def test_callbacks_from_another_context_meet_the_sdk_record_by_response_id():
         tokentrail.flush(5)
     sources = [c.source for c in log.calls]
     assert sources == ["fakemethod"]
+
+
+def test_framework_chains_are_recorded_as_spans_parenting_their_calls():
+    import fakeframework
+
+    tokentrail.instrument("fakeframework")
+    with tokentrail.tracking() as log:
+        with tokentrail.workflow("answer-questions"):
+            fakeframework.Chain("summarize", fakeframework.LLM("fake-model")).run("hi")
+    workflow_span, chain = sorted(log.spans, key=lambda s: s.started_at)
+    (call,) = log.calls
+    assert (chain.name, chain.operation, chain.source, chain.metadata) == ("summarize", "invoke_workflow", "fakeframework", {"kind": "chain"})
+    assert chain.parent_span_id == workflow_span.span_id and call.parent_span_id == chain.span_id
+    assert chain.workflow == "answer-questions" and len({workflow_span.trace_id, chain.trace_id, call.trace_id}) == 1

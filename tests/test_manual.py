@@ -429,3 +429,28 @@ def test_log_llm_call_without_a_duration_stores_it_as_unknown(db_url):
     durations = sorted((c.duration_ms for c in tokentrail.open_store(db_url).calls()), key=lambda d: d is None)
     assert durations == [250.0, None]
     assert tokentrail.open_store(db_url).summary(group_by=())[0]["p50_ms"] == 250.0  # not dragged to 125 by a 0
+
+
+def test_a_workflow_run_is_recorded_as_the_span_its_calls_hang_from(db_url):
+    tokentrail.init(db_url, instrument=False)
+    with tokentrail.workflow("support-ticket", customer_id="acme") as run:
+        with tokentrail.track_llm_call("openai", "gpt-4o") as span:
+            span.set_tokens(input=10, output=2)
+        run.emit_outcome("resolved")
+    assert tokentrail.flush(5)
+    store = tokentrail.open_store(db_url)
+    (recorded,) = store.spans()
+    (call,) = store.calls()
+    assert (recorded.name, recorded.operation, recorded.workflow, recorded.workflow_run_id) == \
+        ("support-ticket", "invoke_workflow", "support-ticket", run.run_id)
+    assert recorded.customer_id == "acme" and recorded.duration_ms > 0 and recorded.parent_span_id is None
+    assert call.parent_span_id == recorded.span_id and call.trace_id == recorded.trace_id
+
+
+def test_a_failed_workflow_run_records_its_error():
+    with tokentrail.tracking() as log:
+        with pytest.raises(KeyError):
+            with tokentrail.workflow("nightly"):
+                raise KeyError("missing")
+    (span,) = log.spans
+    assert span.error_type == "KeyError" and span.name == "nightly"

@@ -120,7 +120,10 @@ def test_stream_left_early_closed_or_dropped_unread(fake, log):
     calls = {c.request_model: c for c in log.calls}
     for model, read in ((MODEL, 1), ("qwen2.5", 1), ("mistral", 0)):
         assert calls[model].metadata["stream_incomplete"] is True and calls[model].chunk_count == read
-        assert calls[model].input_tokens is None and calls[model].cost_usd == 0.0
+        assert calls[model].cost_usd == 0.0
+    for model in (MODEL, "qwen2.5"):  # a chunk of text was read: tokens estimated, and flagged so
+        assert calls[model].metadata["tokens_estimated"] == "chars/4" and calls[model].output_tokens >= 1
+    assert calls["mistral"].input_tokens is None  # never iterated: nothing was asked, nothing to estimate
     assert calls[MODEL].response_model == MODEL and len(fake.requests) == 2
 
 

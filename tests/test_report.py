@@ -332,16 +332,23 @@ def test_price_table(monkeypatch):
 
 def test_doctor_data(mixed, tmp_path, monkeypatch):
     monkeypatch.setenv("TOKENTRAIL_INSTRUMENT", "openai")
-    data = report.doctor(mixed, adapters=["openai", "anthropic", "cohere"],
-                         installed={"openai": "1.99.0", "anthropic": "0.1.0 (unsupported: needs >= 0.40)"})
+    status = [  # the shape of tokentrail.instrument.status()
+        {"name": "openai", "package": "openai", "minimum": "1.0", "installed": "1.99.0", "supported": True, "patched": False},
+        {"name": "anthropic", "package": "anthropic", "minimum": "0.40", "installed": "0.1.0", "supported": False, "patched": False},
+        {"name": "cohere", "package": "cohere", "minimum": "5.4", "installed": None, "supported": False, "patched": False},
+    ]
+    data = report.doctor(mixed, sdks=status)
     sdks = {r["sdk"]: r for r in data["sdks"]}
-    assert sdks["openai"] == {"sdk": "openai", "installed": "1.99.0", "supported": True, "patched_by_init": True}
+    assert sdks["openai"] == {"sdk": "openai", "package": "openai", "minimum": "1.0", "installed": "1.99.0",
+                              "supported": True, "patched_by_init": True}
     assert sdks["anthropic"]["installed"] == "0.1.0" and not sdks["anthropic"]["supported"]
-    assert sdks["cohere"]["installed"] is None
+    assert sdks["cohere"]["installed"] is None and sdks["cohere"]["minimum"] == "5.4"
     options = {r["option"]: r for r in data["configuration"]}
     assert options["instrument"]["source"] == "environment variable TOKENTRAIL_INSTRUMENT"
     assert options["store"]["source"] == "default"
-    assert data["store"] == {"url": mixed, "ok": True, "read_only": False, "schema_version": 1, "calls": 5, "error": None}
+    from tokentrail.sinks.schema import SCHEMA_VERSION
+
+    assert data["store"] == {"url": mixed, "ok": True, "read_only": False, "schema_version": SCHEMA_VERSION, "calls": 5, "error": None}
     json.dumps(data)
     broken = report.doctor(str(tmp_path / "none.db"))
     assert not broken["store"]["ok"] and "no store at" in broken["store"]["error"]

@@ -184,3 +184,25 @@ def test_summary_says_why_calls_have_no_cost_and_keeps_budget_refusals_out_of_la
     row = store.summary(group_by=())[0]
     assert (row["unpriced_calls"], row["no_usage_calls"], row["no_price_calls"]) == (2, 1, 1)
     assert row["p50_ms"] == 200.0  # of 100, 200, 300: the refused call's 0.01 ms is not a latency
+
+
+def test_a_version_1_store_migrates_to_spans_and_keeps_its_calls(tmp_path):
+    """A store written before spans existed gains the table (and the trace indexes) on open."""
+    from datetime import datetime, timezone
+
+    from tokentrail.record import LLMCall, Span
+    from tokentrail.sinks.schema import DIALECTS, migrations
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL, applied_at TEXT NOT NULL)")
+    for statement in migrations(DIALECTS["sqlite"])[1]:
+        conn.execute(statement)
+    conn.execute("INSERT INTO schema_version VALUES (1, 'then')")
+    conn.execute("INSERT INTO llm_calls (id, provider, operation, stream, source) VALUES ('old', 'openai', 'chat', 0, 'manual')")
+    conn.commit()
+    conn.close()
+    store = SQLiteStore(f"sqlite:///{path}")
+    assert store.schema_version() == SCHEMA_VERSION >= 2
+    store.export([Span(id="s1", trace_id="t" * 32, span_id="a" * 16, started_at=datetime.now(timezone.utc), name="run")])
+    assert [c.id for c in store.calls()] == ["old"] and [s.name for s in store.spans()] == ["run"]

@@ -668,19 +668,19 @@ def doctor_command(as_json: bool, store_url: str | None) -> None:
 
     Exits 1 when the store cannot be read.
     """
-    from .instrument import ADAPTERS, available
+    from .instrument import status
 
-    data = report.doctor(store_url, adapters=list(ADAPTERS), installed=available())
+    data = report.doctor(store_url, sdks=status())
     if as_json:
         _json_out(data)
     else:
         console = _console()
         sdks = Table(title="SDKs", title_justify="left")
-        for name in ("sdk", "installed", "supported", "patched by init()"):
+        for name in ("sdk", "package", "minimum", "installed", "supported", "patched by init()"):
             sdks.add_column(name)
         for row in data["sdks"]:
-            sdks.add_row(row["sdk"], row["installed"] or "not installed", "yes" if row["supported"] else "no",
-                         "yes" if row["patched_by_init"] else "no")
+            sdks.add_row(row["sdk"], row["package"], f">= {row['minimum']}", row["installed"] or "not installed",
+                         "yes" if row["supported"] else "no", "yes" if row["patched_by_init"] else "no")
         console.print(sdks)
         config = Table(title="configuration", title_justify="left")
         config.add_column("option", no_wrap=True)

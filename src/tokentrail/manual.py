@@ -38,7 +38,7 @@ from .context import (
     reset_quietly,
     new_trace_id,
 )
-from .pending import PendingCall, PendingOutcome, PendingTool, coerce_field, record_id
+from .pending import PendingCall, PendingOutcome, PendingSpan, PendingTool, coerce_field, record_id
 from .shapes import default_model, default_prompt, default_response_text, default_usage, pick
 from .runtime import check_budget, route_if_recording, submit
 from .usage import TOKEN_KEYS, normalize_usage
@@ -500,12 +500,13 @@ class WorkflowRun:
     absorbs = defers = False
     end_ns = None
 
-    __slots__ = ("name", "run_id", "trace", "span")
+    __slots__ = ("name", "run_id", "trace", "span", "record")
 
-    def __init__(self, name: str, trace: int, span: int) -> None:
+    def __init__(self, name: str, trace: int, span: int, record: Any = None) -> None:
         self.name = name
         self.trace = trace  # ints, as spans keep them: the parent of the calls inside
         self.span = span
+        self.record = record  # the pending Span recorded when the run ends (None when not recording)
         self.run_id = f"{new_trace_id():032x}"
 
     @property
@@ -543,19 +544,27 @@ class workflow(ContextBlock):
         self._metadata = attrs
 
     def _enter(self) -> tuple[Any, Any]:
-        parent = current_span.get()
-        trace = parent.trace if parent is not None else new_trace_id()
-        run = WorkflowRun(self.name, trace, new_span_id())
-        tokens = [current_workflow.set(run), current_span.set(run)]
+        tokens = []
         if any(v is not None for v in self._fields.values()) or self._tags or self._metadata:
             merged = merge_attributes(attributes_var.get(), self._fields, self._tags, self._metadata)
-            tokens.append(attributes_var.set(merged))
+            tokens.append((attributes_var, attributes_var.set(merged)))
+        recording, route = route_if_recording()
+        if recording:  # the run is recorded as a Span too (with its attribution): the parent the run tree hangs from
+            span = PendingSpan(self.name, "invoke_workflow", "manual", route)
+            run = WorkflowRun(self.name, span.trace, span.span, span)
+            span.fields.update(workflow=self.name, workflow_run_id=run.run_id)
+        else:
+            parent = current_span.get()
+            run = WorkflowRun(self.name, parent.trace if parent is not None else new_trace_id(), new_span_id())
+        tokens += [(current_workflow, current_workflow.set(run)), (current_span, current_span.set(run))]
         return (tokens, run), run
 
     def _exit(self, state: Any, exc: BaseException | None) -> None:
-        tokens, _ = state
-        for var, token in zip((current_workflow, current_span, attributes_var), tokens):
+        tokens, run = state
+        for var, token in reversed(tokens):
             reset_quietly(var, token)
+        if run.record is not None:
+            run.record.finish(exc)
 
 
 def _emit(name: Any, value: Any, success: Any, attrs: dict[str, Any], run: WorkflowRun | None) -> None:

@@ -27,12 +27,12 @@ from .context import ATTRIBUTION_FIELDS, as_tags, attributes_var, current_span, 
 from .errors import CATEGORIES, categorize, status_code_of
 from .estimate import estimate
 from .redact import encodable, scrub
-from .record import FIELD_KINDS, FIELDS, RECORD_TYPES, LLMCall, Outcome, ToolCall
+from .record import FIELD_KINDS, FIELDS, RECORD_TYPES, LLMCall, Outcome, Span, ToolCall
 from .semconv import normalize_operation, normalize_provider
 from .runtime import submit
 from .usage import coerce_count
 
-__all__ = ["PendingCall", "PendingTool", "PendingOutcome", "record_id", "coerce_field", "error_fields", "safe_params"]
+__all__ = ["PendingCall", "PendingTool", "PendingOutcome", "PendingSpan", "record_id", "coerce_field", "error_fields", "safe_params"]
 
 _perf_ns = time.perf_counter_ns
 _wall_ns = time.time_ns
@@ -288,6 +288,7 @@ class _Pending:
 _LLM_FIELDS = frozenset(FIELDS[LLMCall])
 _TOOL_FIELDS = frozenset(FIELDS[ToolCall])
 _OUTCOME_FIELDS = frozenset(FIELDS[Outcome])
+_SPAN_FIELDS = frozenset(FIELDS[Span])
 
 
 class PendingCall(_Pending):
@@ -362,8 +363,10 @@ class PendingCall(_Pending):
 
     def _estimate_tokens(self, out: dict[str, Any]) -> None:
         """A stream that reported no usage gets estimated counts, flagged (estimate.py), so it has a cost.
-        Not for a stream that failed before it streamed anything: nothing was generated."""
-        if self.content_out is None and (self.content_in is None or self.error is not None):
+        Not for a stream that failed or was dropped before it streamed anything: whether anything was
+        generated (or, for a lazy stream, even asked for) is unknown."""
+        abandoned = (out.get("metadata") or {}).get("stream_incomplete")
+        if self.content_out is None and (self.content_in is None or self.error is not None or abandoned):
             return
         model = out.get("response_model") or out.get("request_model")
         out["input_tokens"], out["output_tokens"], method = estimate(self.content_in, self.content_out, model)
@@ -443,3 +446,29 @@ class PendingOutcome(_Pending):
         out["success"] = bool(self.success)
         self._apply(out, _OUTCOME_FIELDS)
         return Outcome(**_scrubbed(out))
+
+
+class PendingSpan(_Pending):
+    """A workflow run or a framework's chain/agent/module in flight: the parent of the calls inside it."""
+
+    __slots__ = ("name", "operation", "source", "error", "error_category")
+
+    def __init__(self, name: Any, operation: str = "invoke_workflow", source: str = "manual", route: Any = None) -> None:
+        self.name = name
+        self.operation = operation
+        self.source = source
+        self.error = None
+        self.error_category = None
+        self._capture(route)
+
+    def build(self, settings: Settings) -> Span:
+        out = self._base("started_at")
+        out["name"] = str(self.name)
+        out["operation"] = self.operation
+        out["source"] = self.source
+        self._apply(out, _SPAN_FIELDS)
+        if self.error is not None:
+            fields = error_fields(self.error, self.error_category)
+            fields.pop("status_code", None)
+            out.update(fields)
+        return Span(**_scrubbed(out))

@@ -1,4 +1,4 @@
-"""The three things tokentrail records: `LLMCall`, `ToolCall` and `Outcome`.
+"""What tokentrail records: `LLMCall`, `ToolCall`, `Outcome`, and the `Span`s they sit under.
 
 They are plain slots dataclasses: cheap to build on the pipeline's worker thread,
 and the field order is the column order of every store.
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-__all__ = ["LLMCall", "ToolCall", "Outcome", "to_dict", "kind_of", "FIELDS", "FIELD_KINDS", "RECORD_TYPES"]
+__all__ = ["LLMCall", "ToolCall", "Outcome", "Span", "to_dict", "kind_of", "FIELDS", "FIELD_KINDS", "RECORD_TYPES"]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -127,7 +127,34 @@ class Outcome:
     metadata: dict[str, Any] | None = None
 
 
-RECORD_TYPES = (LLMCall, ToolCall, Outcome)
+@dataclass(slots=True, kw_only=True)
+class Span:
+    """A structural step that LLM and tool calls sit under: a workflow run, a framework's chain,
+    agent, graph node or module. Its `span_id` is the `parent_span_id` of the calls inside it."""
+
+    id: str
+    trace_id: str | None = None
+    span_id: str | None = None
+    parent_span_id: str | None = None
+    started_at: datetime | None = None
+    duration_ms: float | None = None
+    name: str = ""
+    operation: str = "invoke_workflow"
+    source: str = "manual"
+    error_type: str | None = None
+    error_message: str | None = None
+    error_category: str | None = None
+    user_id: str | None = None
+    customer_id: str | None = None
+    feature: str | None = None
+    session_id: str | None = None
+    workflow: str | None = None
+    workflow_run_id: str | None = None
+    tags: list[str] | None = None
+    metadata: dict[str, Any] | None = None
+
+
+RECORD_TYPES = (LLMCall, ToolCall, Outcome, Span)
 
 FIELDS: dict[type, tuple[str, ...]] = {
     cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in RECORD_TYPES
@@ -152,7 +179,7 @@ FIELD_KINDS: dict[type, dict[str, str]] = {
     cls: {f.name: _kind(str(f.type)) for f in dataclasses.fields(cls)} for cls in RECORD_TYPES
 }
 
-_KINDS = {LLMCall: "llm_call", ToolCall: "tool_call", Outcome: "outcome"}
+_KINDS = {LLMCall: "llm_call", ToolCall: "tool_call", Outcome: "outcome", Span: "span"}
 
 
 def kind_of(record: Any) -> str:

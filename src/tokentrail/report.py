@@ -666,15 +666,13 @@ def _plain(name: str, value: Any) -> Any:
     return repr(value)
 
 
-def doctor(store: Any = None, *, adapters: Iterable[str] = (), installed: Mapping[str, str] | None = None) -> dict[str, Any]:
+def doctor(store: Any = None, *, sdks: Iterable[Mapping[str, Any]] = ()) -> dict[str, Any]:
     """What `tokentrail doctor` shows, as data.
 
-    `adapters` are the SDK names tokentrail has adapters for and `installed`
-    maps the installed ones to their version (marked `(unsupported: …)` when
-    too old) — the instrument registry's facts, passed in because reports
-    do not import the adapters. Returns:
+    `sdks` is the instrument registry's `status()` (passed in: reports do not
+    import the adapters). Returns:
 
-    - `sdks`: [{sdk, installed (version or None), supported, patched_by_init}]
+    - `sdks`: [{sdk, package, minimum, installed (version or None), supported, patched_by_init}]
     - `configuration`: [{option, value (JSON-ready), source}] — source is
       `default`, `argument`, `environment variable TOKENTRAIL_X` or the file
     - `store`: {url, ok, read_only, schema_version, calls, error} — url None
@@ -683,14 +681,11 @@ def doctor(store: Any = None, *, adapters: Iterable[str] = (), installed: Mappin
     from .config import load_settings
 
     settings = load_settings()
-    installed = dict(installed or {})
-    wanted = set(adapters) if settings.instrument is True else set(settings.instrument or ())
-    sdks = []
-    for name in adapters:
-        version = installed.get(name)
-        supported = version is not None and "unsupported" not in version
-        sdks.append({"sdk": name, "installed": version.split(" ")[0] if version else None, "supported": supported,
-                     "patched_by_init": supported and name in wanted})
+    wanted = None if settings.instrument is True else set(settings.instrument or ())
+    rows = [{"sdk": row["name"], "package": row["package"], "minimum": row["minimum"], "installed": row["installed"],
+             "supported": row["supported"],
+             "patched_by_init": bool(row["supported"] and (wanted is None or row["name"] in wanted))}
+            for row in sdks]
     configuration = [{"option": name, "value": _plain(name, getattr(settings, name)), "source": source}
                      for name, source in settings.sources.items()]
     status: dict[str, Any] = {"url": None, "ok": True, "read_only": False, "schema_version": None, "calls": None, "error": None}
@@ -706,4 +701,4 @@ def doctor(store: Any = None, *, adapters: Iterable[str] = (), installed: Mappin
             opened.close()
         except (StoreError, ValueError) as exc:
             status.update(ok=False, error=str(exc).removeprefix("tokentrail: "))
-    return {"sdks": sdks, "configuration": configuration, "store": status}
+    return {"sdks": rows, "configuration": configuration, "store": status}

@@ -25,7 +25,7 @@ from typing import Any
 
 from .. import log
 
-__all__ = ["instrument", "uninstrument", "instrumented", "available", "register", "ADAPTERS"]
+__all__ = ["instrument", "uninstrument", "instrumented", "available", "status", "register", "ADAPTERS"]
 
 # name -> adapter module. One module per library: its spec (NAME, DISTRIBUTION, MIN_VERSION, PATCHES)
 # and its pure request/response/chunk functions (see request_point, method_point, callback_point).
@@ -94,6 +94,19 @@ def available() -> dict[str, str]:
             continue
         out[name] = version if _parse(version) >= module.MIN_VERSION else f"{version} (unsupported: needs >= {_minimum(module)})"
     return out
+
+
+def status() -> list[dict[str, Any]]:
+    """Every library tokentrail has an adapter for: its package, the minimum version, the installed
+    version (None when not installed), whether that version is supported, and whether it is patched now."""
+    rows = []
+    for name in ADAPTERS:
+        module = _adapter(name)
+        version = _version(module.DISTRIBUTION)
+        rows.append({"name": name, "package": module.DISTRIBUTION, "minimum": _minimum(module), "installed": version,
+                     "supported": version is not None and _parse(version) >= module.MIN_VERSION,
+                     "patched": name in _patched})
+    return rows
 
 
 def instrumented() -> dict[str, str]:

@@ -4,7 +4,7 @@ A framework's handler keeps one `Runs` and tells it what the framework
 reports, keyed by the framework's own run ids:
 
     runs = Runs("langchain")
-    runs.start_span(run_id, "my-chain", parent=parent_run_id)           # a chain, agent, module
+    runs.start_span(run_id, "my-chain", kind="chain", parent=parent_run_id)   # a chain, agent, module: a Span
     runs.start_call(run_id, provider="openai", model="gpt-4o", parent=parent_run_id)
     runs.first_chunk(run_id)                                             # time to first token
     runs.end_call(run_id, usage=usage_dict, response_id="…", output="…")  # or error=exc
@@ -33,9 +33,9 @@ import time
 from typing import Any
 
 from .. import log
-from ..context import current_span, new_span_id, new_trace_id
+from ..context import current_span
 from ..errors import BudgetExceeded
-from ..pending import PendingCall
+from ..pending import PendingCall, PendingSpan
 from ..runtime import check_budget, route_if_recording, submit
 from ..usage import normalize_usage
 
@@ -44,20 +44,18 @@ __all__ = ["Runs", "FrameworkCall", "FrameworkSpan"]
 _perf_ns = time.perf_counter_ns
 
 
-class FrameworkSpan:
-    """A chain, agent, graph node or module: the parent of the calls made inside it."""
+# A framework's kind of step -> the operation its span records (OpenTelemetry's names where they fit).
+_OPERATIONS = {"agent": "invoke_agent", "tool": "execute_tool"}
 
-    absorbs = defers = False
-    __slots__ = ("name", "kind", "trace", "span", "outer", "end_ns", "error")
 
-    def __init__(self, name: str, kind: str, outer: Any) -> None:
-        while outer is not None and outer.end_ns is not None:
-            outer = getattr(outer, "outer", None)
-        self.name, self.kind, self.outer = name, kind, outer
-        self.trace = outer.trace if outer is not None else new_trace_id()
-        self.span = new_span_id()
-        self.end_ns = None
-        self.error = None
+class FrameworkSpan(PendingSpan):
+    """A chain, agent, graph node or module: the parent of the calls made inside it, recorded as a `Span`."""
+
+    __slots__ = ()
+
+    def __init__(self, name: str, kind: str, source: str, route: Any) -> None:
+        super().__init__(name, _OPERATIONS.get(kind, "invoke_workflow"), source, route)
+        self.fields["metadata"] = {"kind": kind}
 
 
 class FrameworkCall(PendingCall):
@@ -107,7 +105,13 @@ class Runs:
     def start_span(self, key: Any, name: Any, *, kind: str = "chain", parent: Any = None) -> FrameworkSpan | None:
         """A chain/agent/module started: the calls inside it get it as parent."""
         try:
-            span = FrameworkSpan(str(name), kind, self._parent(parent))
+            recording, route = route_if_recording()
+            if not recording:
+                return None
+            outer = self._parent(parent)
+            if outer is not current_span.get():
+                current_span.set(outer)
+            span = FrameworkSpan(str(name), kind, self.source, route)
             with self._lock:
                 self._open[key] = span
             current_span.set(span)
@@ -116,12 +120,11 @@ class Runs:
             log.error_once(f"callback.{self.source}.span", f"tokentrail: {self.source} reported a span we could not read", exc)
             return None
 
-    def end_span(self, key: Any, error: BaseException | None = None) -> None:
+    def end_span(self, key: Any, error: BaseException | str | None = None) -> None:
         with self._lock:
             span = self._open.pop(key, None)
-        if span is not None and span.end_ns is None:
-            span.error = error
-            span.end_ns = _perf_ns()
+        if isinstance(span, FrameworkSpan):
+            span.finish(error)
 
     def start_call(self, key: Any, *, provider: Any = None, model: Any = None, operation: Any = "chat",
                    parent: Any = None, labels: dict[str, Any] | None = None, **fields: Any) -> FrameworkCall | None:

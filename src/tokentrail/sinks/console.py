@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any, Sequence, TextIO
 
-from ..record import LLMCall, Outcome, ToolCall
+from ..record import LLMCall, Outcome, Span, ToolCall
 
 __all__ = ["ConsoleSink", "describe"]
 
@@ -34,6 +34,9 @@ def describe(record: Any) -> str:
         return f"tool {record.name} {record.duration_ms or 0:.0f} ms{status}"
     if isinstance(record, Outcome):
         return f"outcome {record.name}={record.value} success={record.success} workflow={record.workflow}"
+    if isinstance(record, Span):
+        status = f" ERROR {record.error_message}" if record.error_type else ""
+        return f"{record.operation} {record.name} {record.duration_ms or 0:.0f} ms{status}"
     return repr(record)
 
 

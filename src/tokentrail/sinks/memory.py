@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Sequence
 
-from ..record import LLMCall, Outcome, ToolCall
+from ..record import LLMCall, Outcome, Span, ToolCall
 
 __all__ = ["InMemorySink"]
 
@@ -18,6 +18,7 @@ class InMemorySink:
         self._calls: list[LLMCall] = []
         self._tool_calls: list[ToolCall] = []
         self._outcomes: list[Outcome] = []
+        self._spans: list[Span] = []
 
     def export(self, records: Sequence[Any]) -> None:
         with self._lock:
@@ -28,6 +29,8 @@ class InMemorySink:
                     self._tool_calls.append(record)
                 elif isinstance(record, Outcome):
                     self._outcomes.append(record)
+                elif isinstance(record, Span):
+                    self._spans.append(record)
 
     def before_read(self) -> None:
         """Hook for subclasses that must wait for records still in flight."""
@@ -55,8 +58,15 @@ class InMemorySink:
         with self._lock:
             return list(self._outcomes)
 
+    @property
+    def spans(self) -> list[Span]:
+        self.before_read()
+        with self._lock:
+            return list(self._spans)
+
     def clear(self) -> None:
         with self._lock:
             self._calls.clear()
             self._tool_calls.clear()
             self._outcomes.clear()
+            self._spans.clear()

@@ -15,12 +15,12 @@ from itertools import compress, repeat
 from operator import attrgetter, is_not
 from typing import Any, Callable, Iterable, Sequence
 
-from ..record import FIELD_KINDS, FIELDS, LLMCall, Outcome, ToolCall
+from ..record import FIELD_KINDS, FIELDS, LLMCall, Outcome, Span, ToolCall
 
 __all__ = ["TABLES", "TIME_COLUMN", "Dialect", "DIALECTS", "migrations", "SCHEMA_VERSION", "TableCodec", "codecs"]
 
-TABLES = {LLMCall: "llm_calls", ToolCall: "tool_calls", Outcome: "outcomes"}
-TIME_COLUMN = {LLMCall: "started_at", ToolCall: "started_at", Outcome: "recorded_at"}
+TABLES = {LLMCall: "llm_calls", ToolCall: "tool_calls", Outcome: "outcomes", Span: "spans"}
+TIME_COLUMN = {LLMCall: "started_at", ToolCall: "started_at", Outcome: "recorded_at", Span: "started_at"}
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,14 @@ def migrations(dialect: Dialect) -> dict[int, list[str]]:
             "CREATE INDEX IF NOT EXISTS ix_tool_calls_started_at ON tool_calls (started_at)",
             "CREATE INDEX IF NOT EXISTS ix_outcomes_recorded_at ON outcomes (recorded_at)",
             _index("outcomes", "workflow_run_id", "recorded_at"),
+        ],
+        2: [  # spans (workflow runs, framework chains and agents), and the trace lookups that build run trees
+            _create_table(dialect, Span),
+            "CREATE INDEX IF NOT EXISTS ix_spans_started_at ON spans (started_at)",
+            "CREATE INDEX IF NOT EXISTS ix_spans_trace_id ON spans (trace_id)",
+            "CREATE INDEX IF NOT EXISTS ix_llm_calls_trace_id ON llm_calls (trace_id)",
+            "CREATE INDEX IF NOT EXISTS ix_tool_calls_trace_id ON tool_calls (trace_id)",
+            "CREATE INDEX IF NOT EXISTS ix_outcomes_trace_id ON outcomes (trace_id)",
         ],
     }
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import StoreError
-from ..record import FIELDS, LLMCall, Outcome, ToolCall
+from ..record import FIELDS, LLMCall, Outcome, Span, ToolCall
 from .query import QueryBuilder, percentile
 from .schema import DIALECTS, SCHEMA_VERSION, TABLES, TableCodec, codecs, migrations
 
@@ -210,6 +210,10 @@ class SQLiteStore:
 
     def outcomes(self, since: Any = None, until: Any = None, where: Any = None, limit: int | None = 100, order: str = "newest") -> list[Outcome]:
         return self._select(Outcome, since, until, where, limit, order)
+
+    def spans(self, since: Any = None, until: Any = None, where: Any = None, limit: int | None = 100, order: str = "newest") -> list[Span]:
+        """Workflow runs and framework chains/agents (the parents of calls)."""
+        return self._select(Span, since, until, where, limit, order)
 
     def calls_after(self, cursor: int = 0, where: Any = None, limit: int = 1000) -> tuple[list[LLMCall], int]:
         """Calls stored after `cursor` (in insertion order, so a call that started earlier but was
