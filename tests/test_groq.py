@@ -49,8 +49,6 @@ def test_cached_and_reasoning_tokens(fake, log):
     assert call.cost_usd == pytest.approx(priced(call))
 
 
-@pytest.mark.xfail(strict=True, reason="core pricing: `openai/` in a Groq model name makes the price OpenAI's "
-                                       "(pricing._split_prefix), not Groq's listed price for openai/gpt-oss-120b")
 def test_vendor_prefixed_groq_model_is_priced_at_groqs_rate(fake, log):
     fake.client("groq").chat.completions.create(model="openai/gpt-oss-120b", messages=MESSAGES)
     call = only(log)

@@ -68,7 +68,8 @@ def test_names_as_users_and_sdks_write_them(provider, model, genai_provider, gen
 
 def test_unknown_model_is_none_never_zero():
     assert tokentrail.cost("openai", "definitely-not-a-model", input_tokens=10) is None
-    assert tokentrail.cost("ollama", "llama3", input_tokens=10) is None  # a local model: no price unless you give one
+    local = tokentrail.cost("ollama", "llama3", input_tokens=10)  # a local model: $0 unless you give it a price
+    assert (local.total_usd, local.source) == (0.0, "local")
 
 
 def test_cost_object_fields():

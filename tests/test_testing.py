@@ -55,3 +55,15 @@ def test_python_m_tokentrail_testing_serve(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_the_http_fake_serves_every_providers_routes():
+    import httpx
+
+    from tokentrail.testing import FakeProvider
+
+    with FakeProvider().serve() as url:
+        ollama = httpx.post(f"{url}/api/chat", json={"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}], "stream": False})
+        groq = httpx.post(f"{url}/openai/v1/chat/completions", json={"model": "llama-3.3-70b-versatile", "messages": [{"role": "user", "content": "hi"}]})
+    assert ollama.status_code == 200 and ollama.json()["done"] is True
+    assert groq.status_code == 200 and "x_groq" in groq.json()

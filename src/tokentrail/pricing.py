@@ -230,6 +230,14 @@ def parse_model_aliases(name: str, value: Any, source: str) -> dict[str, str]:
     return {k.strip().lower(): v.strip() for k, v in value.items()}
 
 
+# Operations that generate output tokens: one of these without an output count was priced from half its tokens.
+# (Embeddings, moderation, rerank have no output tokens to miss.)
+_GENERATING = frozenset({"chat", "text_completion", "generate_content", "invoke_agent"})
+
+# Providers that run models on your own hardware: $0 a token unless you set a price under `prices`.
+LOCAL_PROVIDERS = frozenset({"ollama"})
+
+
 def _split_prefix(provider: str, model: str) -> tuple[str, str]:
     """`openai/gpt-4o` -> (openai, gpt-4o) when the prefix is a provider; else unchanged."""
     prefix, sep, rest = model.partition("/")
@@ -273,20 +281,28 @@ class PriceBook:
             if candidate in self.aliases:
                 name = self.aliases[candidate]
                 break
-        provider, name = _split_prefix(provider, name)
-        for candidate in (f"{provider}/{name}".lower(), name.lower()):
+        split_provider, split_name = _split_prefix(provider, name)
+        for candidate in (f"{provider}/{name}".lower(), f"{split_provider}/{split_name}".lower(), split_name.lower()):
             if candidate in self.custom:
                 return self.custom[candidate]
-        return self._genai(provider, name)
+        if provider in LOCAL_PROVIDERS:
+            return Rates(name, provider, "local", input=0.0, output=0.0)
+        if (split_provider, split_name) != (provider, name):
+            # A vendor prefix (`openai/gpt-oss-120b` on Groq): the provider serving it lists it under the full
+            # name at its own price; only when it does not is the model priced as its maker's.
+            served = self._genai(provider, name, infer=False)
+            if served is not None:
+                return served
+        return self._genai(split_provider, split_name)
 
     @staticmethod
-    def _genai(provider: str, model: str) -> _GenaiModel | None:
+    def _genai(provider: str, model: str, infer: bool = True) -> _GenaiModel | None:
         from genai_prices import __version__
         from genai_prices.data_snapshot import get_snapshot
 
         snapshot = get_snapshot()
         tried: list[str | None] = []
-        for ours in (provider, infer_provider(model)):
+        for ours in (provider, infer_provider(model)) if infer else (provider,):
             tried.extend(p for p in GENAI_PROVIDERS.get(ours, ()) if p not in tried)
         if provider == "unknown":
             tried.append(None)  # no provider given: match the model across the database
@@ -313,7 +329,7 @@ class PriceBook:
         if type(record) is not LLMCall or record.cost_usd is not None:
             return
         if record.input_tokens is None and record.output_tokens is None:
-            if record.error_category is not None:
+            if record.error_category is not None or self._free(record):
                 record.cost_usd = record.input_cost_usd = record.output_cost_usd = 0.0
             return
         rates = None
@@ -339,10 +355,17 @@ class PriceBook:
             self.unpriced += 1
             return
         record.input_cost_usd, record.output_cost_usd, record.cost_usd = result
-        if record.input_tokens is None or record.output_tokens is None:
+        if record.input_tokens is None or (record.output_tokens is None and record.operation in _GENERATING):
             # Priced from half its tokens: say so on the record, never pass it off as complete.
             missing = "input_tokens" if record.input_tokens is None else "output_tokens"
             record.metadata = {**(record.metadata or {}), "cost_partial": f"{missing} unknown"}
+
+    def _free(self, record: Any) -> bool:
+        """A call to a local model costs nothing whatever its tokens (unless the model has a custom price)."""
+        if record.provider not in LOCAL_PROVIDERS:
+            return False
+        rates = self.rates(record.provider, record.response_model or record.request_model or "?")
+        return rates is not None and rates.source == "local"
 
     def cost(self, provider: Any, model: str, counts: tuple[Any, ...], when: datetime | None = None) -> Cost | None:
         """The `Cost` of (input, output, cache_read, cache_write, reasoning) tokens; `None` if unknown."""

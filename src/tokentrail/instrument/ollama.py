@@ -22,8 +22,9 @@ management (`pull`, `list`, `show`, …) and web search pass through untouched.
 - Request parameters: the `options` (temperature, num_predict, num_ctx, …)
   and `format`, `think`, `keep_alive`, under Ollama's own names.
 - Cost: a model served by Ollama runs on your hardware, so a call costs $0
-  (`cost_usd = 0.0`) — unless you priced the model yourself (`prices=` /
-  `[prices]`), then that price applies. (Ollama's model names would otherwise
+  (`cost_usd = 0.0`; `pricing.LOCAL_PROVIDERS`, for every call with provider
+  `ollama`, this SDK's or not) — unless you priced the model yourself
+  (`prices=` / `[prices]`), then that price applies. (Ollama's model names would otherwise
   match cloud prices: `deepseek-r1:8b` is not DeepSeek's API.)
 - Errors: `ollama.ResponseError` (`status_code`; -1 for an error inside a
   stream) and the builtin `ConnectionError` when no server runs
@@ -35,7 +36,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..pricing import active_book
 from ..shapes import pick
 from .endpoint import Call, Endpoint, no_response, params, usage_fields
 from .method_point import method
@@ -53,15 +53,6 @@ _OPTIONS = ("temperature", "top_p", "top_k", "min_p", "typical_p", "num_predict"
 _GENERATE = ("format", "think", "keep_alive", "logprobs", "top_logprobs", "raw")  # not `stream`: the SDK always sends it; the record says it
 _EMBED = ("truncate", "dimensions", "keep_alive")
 _DURATIONS = ("load_duration", "prompt_eval_duration", "eval_duration", "total_duration")
-_FREE = {"cost_usd": 0.0, "input_cost_usd": 0.0, "output_cost_usd": 0.0}
-
-
-def local_cost(model: Any) -> dict[str, Any]:
-    """$0 for a local model, unless the user has a custom price for it: then nothing, and the core prices it."""
-    rates = active_book().rates(NAME, model) if isinstance(model, str) and model else None
-    return {} if rates is not None and rates.source == "custom" else dict(_FREE)
-
-
 def request_params(body: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any] | None:
     options = body.get("options")
     found = (params(options, _OPTIONS) or {}) if isinstance(options, dict) else {}
@@ -74,22 +65,20 @@ def request_params(body: dict[str, Any], names: tuple[str, ...]) -> dict[str, An
 def chat_request(body: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     messages = body.get("messages")
     return {"request_params": request_params(body, _GENERATE),
-            "message_count": len(messages) if isinstance(messages, list) else None,
-            **local_cost(body.get("model"))}, messages or None
+            "message_count": len(messages) if isinstance(messages, list) else None}, messages or None
 
 
 def generate_request(body: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     messages = [{"role": role, "content": body[key]} for role, key in (("system", "system"), ("user", "prompt")) if body.get(key)]
-    return {"request_params": request_params(body, _GENERATE), "message_count": len(messages),
-            **local_cost(body.get("model"))}, messages or None
+    return {"request_params": request_params(body, _GENERATE), "message_count": len(messages)}, messages or None
 
 
 def embed_request(body: dict[str, Any]) -> tuple[dict[str, Any], Any]:
-    return {"request_params": request_params(body, _EMBED), **local_cost(body.get("model"))}, body.get("input")
+    return {"request_params": request_params(body, _EMBED)}, body.get("input")
 
 
 def embeddings_request(body: dict[str, Any]) -> tuple[dict[str, Any], Any]:
-    return {"request_params": request_params(body, ("keep_alive",)), **local_cost(body.get("model"))}, body.get("prompt")
+    return {"request_params": request_params(body, ("keep_alive",))}, body.get("prompt")
 
 
 # -- responses ---------------------------------------------------------------------------------------

@@ -148,7 +148,9 @@ class FakeProvider:
 
     @contextlib.contextmanager
     def serve(self, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
-        """Serve this fake over HTTP in a background thread; yields the base URL."""
+        """Serve this fake over HTTP in a background thread; yields the base URL. Every provider's
+        routes are served (OpenAI, Anthropic, and those in `providers/`)."""
+        from . import providers  # noqa: F401 - importing them adds their routes
         from .server import start
 
         server, thread = start(self, host, port)
