@@ -84,18 +84,18 @@ def test_v2_stream_records_timing_and_the_usage_of_message_end(fake, log):
 def test_stream_left_early_or_dropped(fake, log):
     client = fake.client("cohere")
     stream = client.chat_stream(model=MODEL, messages=MESSAGES)
-    next(stream)
-    next(stream)
+    kinds = [next(stream).type for _ in range(3)]
     stream.close()
     for _ in client.chat_stream(model="command-r-08-2024", messages=MESSAGES):
         break
     client.chat_stream(model="command-r7b-12-2024", messages=MESSAGES)  # a generator never started: no request at all
     gc.collect()
     first, second = by_time(log)
-    assert (first.chunk_count, second.chunk_count) == (2, 1)
+    assert kinds == ["message-start", "content-start", "content-delta"] and (first.chunk_count, second.chunk_count) == (3, 1)
     for call in (first, second):
         assert call.metadata["stream_incomplete"] is True and call.error_type is None and call.response_id.startswith("chat-")
-        assert call.metadata["tokens_estimated"]  # no usage arrived: estimated, and said so
+    assert first.metadata["tokens_estimated"] and first.output_tokens > 0  # text read, no usage arrived: estimated, and said so
+    assert "tokens_estimated" not in second.metadata and second.output_tokens is None  # left before any text
     assert fake.requests.count(("POST", "/v2/chat")) == 2
 
 

@@ -122,7 +122,7 @@ def chat_v1_request(body: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     body = _given(body)
     history = body.get("chat_history")
     messages = [{"role": str(pick(m, "role") or "").lower(), "content": pick(m, "message")}
-                for m in (history if isinstance(history, list) else ())]
+                for m in items(history)]
     if body.get("preamble"):
         messages.insert(0, {"role": "system", "content": body["preamble"]})
     if body.get("message") is not None:
@@ -174,11 +174,16 @@ def billed(usage: Any) -> dict[str, Any]:
     return fields
 
 
+def items(value: Any) -> list[Any] | tuple[Any, ...]:
+    """A list from the wire, or nothing: a malformed body (`"generations": 3`) reads as empty, never raises."""
+    return value if isinstance(value, (list, tuple)) else ()
+
+
 def _text(content: Any) -> str | None:
     """The text parts of a v2 message's content (thinking parts left out), or a string."""
     if isinstance(content, str):
         return content or None
-    texts = [pick(part, "text") for part in content or () if pick(part, "type") in ("text", None)]
+    texts = [pick(part, "text") for part in items(content) if pick(part, "type") in ("text", None)]
     return "".join(t for t in texts if isinstance(t, str)) or None
 
 
@@ -189,17 +194,17 @@ def _reasons(*reasons: Any) -> list[str] | None:
 def chat_v2_response(data: Any) -> tuple[dict[str, Any], Any]:
     message = pick(data, "message")
     return {"response_id": pick(data, "id"), "finish_reasons": _reasons(pick(data, "finish_reason")),
-            "tool_call_count": len(pick(message, "tool_calls") or ()), **billed(pick(data, "usage"))}, _text(pick(message, "content"))
+            "tool_call_count": len(items(pick(message, "tool_calls"))), **billed(pick(data, "usage"))}, _text(pick(message, "content"))
 
 
 def chat_v1_response(data: Any) -> tuple[dict[str, Any], Any]:
     return {"response_id": pick(data, "response_id") or pick(data, "generation_id"),
             "finish_reasons": _reasons(pick(data, "finish_reason")),
-            "tool_call_count": len(pick(data, "tool_calls") or ()), **billed(pick(data, "meta"))}, pick(data, "text") or None
+            "tool_call_count": len(items(pick(data, "tool_calls"))), **billed(pick(data, "meta"))}, pick(data, "text") or None
 
 
 def generate_response(data: Any) -> tuple[dict[str, Any], Any]:
-    generations = pick(data, "generations") or []
+    generations = items(pick(data, "generations"))
     return {"response_id": pick(data, "id"), "finish_reasons": _reasons(*(pick(g, "finish_reason") for g in generations)),
             **billed(pick(data, "meta"))}, pick(generations, 0, "text") or None
 
@@ -295,7 +300,7 @@ def chat_v1_chunks(chunks: list[Any]) -> tuple[dict[str, Any], Any]:
         elif kind == "text-generation" and isinstance(pick(event, "text"), str):
             text.append(pick(event, "text"))
         elif kind == "tool-calls-generation":
-            fields["tool_call_count"] = len(pick(event, "tool_calls") or ())
+            fields["tool_call_count"] = len(items(pick(event, "tool_calls")))
         elif kind == "stream-end":
             response = pick(event, "response")
             read = generate_response if pick(response, "generations") is not None else chat_v1_response

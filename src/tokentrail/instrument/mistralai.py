@@ -110,7 +110,7 @@ def inputs_request(names: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple[d
 
 def conversation_request(body: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     given = body.get("inputs")
-    messages = [{"role": "user", "content": given}] if isinstance(given, str) else list(given or ())
+    messages = [{"role": "user", "content": given}] if isinstance(given, str) else list(items(given))
     if body.get("instructions"):
         messages = [{"role": "system", "content": body["instructions"]}, *messages]
     options = body.get("completion_args")
@@ -123,6 +123,15 @@ def conversation_request(body: dict[str, Any]) -> tuple[dict[str, Any], Any]:
 # -- responses ---------------------------------------------------------------------------------------
 
 
+def items(value: Any) -> list[Any] | tuple[Any, ...]:
+    """A list from the wire, or nothing: a malformed body (`"choices": true`) reads as empty, never raises."""
+    return value if isinstance(value, (list, tuple)) else ()
+
+
+def _values(value: Any) -> Any:
+    return value.values() if isinstance(value, dict) else ()
+
+
 def _text(content: Any) -> str | None:
     """A message's text: a string, or the text parts of a list of chunks (thinking parts left out)."""
     if isinstance(content, str):
@@ -133,12 +142,12 @@ def _text(content: Any) -> str | None:
 
 
 def completion_response(data: Any) -> tuple[dict[str, Any], Any]:
-    choices = pick(data, "choices") or []
+    choices = items(pick(data, "choices"))
     return {
         "response_id": pick(data, "id"),
         "response_model": pick(data, "model"),
         "finish_reasons": [r for r in (pick(c, "finish_reason") for c in choices) if r] or None,
-        "tool_call_count": sum(len(pick(c, "message", "tool_calls") or ()) for c in choices),
+        "tool_call_count": sum(len(items(pick(c, "message", "tool_calls"))) for c in choices),
         **usage_fields(pick(data, "usage")),
     }, _text(pick(choices, 0, "message", "content"))
 
@@ -155,11 +164,11 @@ def completion_chunks(events: list[Any]) -> tuple[dict[str, Any], Any]:
         fields.setdefault("response_model", pick(chunk, "model"))
         if pick(chunk, "usage") is not None:
             fields.update(usage_fields(pick(chunk, "usage")))
-        for choice in pick(chunk, "choices") or ():
+        for choice in items(pick(chunk, "choices")):
             index = pick(choice, "index") or 0
             if pick(choice, "finish_reason"):
                 finish[index] = pick(choice, "finish_reason")
-            for position, call in enumerate(pick(choice, "delta", "tool_calls") or ()):
+            for position, call in enumerate(items(pick(choice, "delta", "tool_calls"))):
                 tool_calls.add((index, pick(call, "id") or pick(call, "index") or position))
             piece = _text(pick(choice, "delta", "content"))
             if index == 0 and piece:
@@ -174,12 +183,12 @@ def model_response(data: Any) -> tuple[dict[str, Any], Any]:
     fields = {"response_id": pick(data, "id"), "response_model": pick(data, "model"), **usage_fields(pick(data, "usage"))}
     results = pick(data, "results")
     if isinstance(results, list):
-        fields["flagged"] = any(v is True for r in results for v in (pick(r, "categories") or {}).values())
+        fields["flagged"] = any(v is True for r in results for v in _values(pick(r, "categories")))
     return fields, None
 
 
 def conversation_response(data: Any) -> tuple[dict[str, Any], Any]:
-    outputs = pick(data, "outputs") or []
+    outputs = items(pick(data, "outputs"))
     messages = [o for o in outputs if pick(o, "type") == "message.output"]
     return {
         "response_id": pick(messages, -1, "id"),
@@ -245,7 +254,7 @@ def failure_message(body: Any) -> str | None:
         return message
     details = pick(data, "detail") if isinstance(pick(data, "detail"), list) else pick(message, "detail")
     if isinstance(details, list):
-        parts = [f"{'.'.join(map(str, pick(d, 'loc') or ()))}: {pick(d, 'msg')}" for d in details if pick(d, "msg")]
+        parts = [f"{'.'.join(map(str, items(pick(d, 'loc'))))}: {pick(d, 'msg')}" for d in details if pick(d, "msg")]
         return "; ".join(parts) or None
     if isinstance(pick(data, "detail"), str):
         return pick(data, "detail")
