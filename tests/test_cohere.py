@@ -222,6 +222,24 @@ def test_a_stream_error_event_is_recorded(log):
     assert call.response_id == "c1" and call.chunk_count == 2
 
 
+def test_a_connection_lost_mid_stream_is_recorded_with_what_arrived(log):
+    def handler(request):
+        def frames():
+            yield b'event: message-start\ndata: {"id": "c1", "type": "message-start"}\n\n'
+            yield b'event: content-delta\ndata: {"type": "content-delta", "delta": {"message": {"content": {"text": "Hel"}}}}\n\n'
+            raise httpx.ReadError("connection reset")
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=frames())
+
+    client = cohere.ClientV2(api_key="k", httpx_client=httpx.Client(transport=httpx.MockTransport(handler)), max_retries=0)
+    seen = []
+    with pytest.raises(httpx.ReadError):
+        for event in client.chat_stream(model=MODEL, messages=MESSAGES):
+            seen.append(event.type)
+    assert seen == ["message-start", "content-delta"]
+    call = only(log)
+    assert (call.error_type, call.error_category, call.response_id, call.chunk_count) == ("ReadError", "connection", "c1", 2)
+
+
 def test_timeout_and_connection_errors(fake, log):
     fake.fail(timeout=True)
     with pytest.raises(httpx.ReadTimeout):

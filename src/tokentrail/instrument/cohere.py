@@ -55,6 +55,7 @@ Recorded (operation):
 from __future__ import annotations
 
 import inspect
+import itertools
 import sys
 import time
 import weakref
@@ -234,11 +235,11 @@ class Wire:
     __slots__ = ("pieces", "lines")
 
     def __init__(self) -> None:
-        self.pieces: list[Any] = []
+        self.pieces: dict[int, Any] = {}  # in order of arrival (a dict: filled from C, see `_follow`)
         self.lines = False
 
     def text(self) -> str:
-        pieces = [p.decode("utf-8", "replace") if isinstance(p, (bytes, bytearray)) else str(p) for p in self.pieces]
+        pieces = [p.decode("utf-8", "replace") if isinstance(p, (bytes, bytearray)) else str(p) for p in self.pieces.values()]
         return "\n".join(pieces) + "\n" if self.lines else "".join(pieces)
 
 
@@ -413,14 +414,17 @@ def on_result(call: SDKCall, response: Any) -> Any:
 # -- streams, on the calling thread ------------------------------------------------------------------
 
 
-def _follow(items: Any, call: SDKCall, kept: list[Any]) -> Any:
-    """What the SDK reads of the body, piece by piece: kept (a reference), the first timed, the end ending the record."""
+def _follow(items: Any, call: SDKCall, kept: dict[int, Any]) -> Any:
+    """What the SDK reads of the body, piece by piece: each kept (a reference) as it passes — through C
+    iterators after the first, which is timed: no Python runs per piece — and the end ending the record."""
+    items = iter(items)
     try:
-        for item in items:
-            if not kept:
-                call.first_chunk_ns = _perf_ns()
-            kept.append(item)
-            yield item
+        for first in items:
+            call.first_chunk_ns = _perf_ns()
+            kept[0] = first
+            yield first
+            break
+        yield from map(kept.setdefault, itertools.count(1), items)
     except GeneratorExit:
         finish_stream(call, incomplete=True)
         raise
@@ -430,12 +434,12 @@ def _follow(items: Any, call: SDKCall, kept: list[Any]) -> Any:
     finish_stream(call)
 
 
-async def _afollow(items: Any, call: SDKCall, kept: list[Any]) -> Any:
+async def _afollow(items: Any, call: SDKCall, kept: dict[int, Any]) -> Any:
     try:
         async for item in items:
             if not kept:
                 call.first_chunk_ns = _perf_ns()
-            kept.append(item)
+            kept[len(kept)] = item
             yield item
     except GeneratorExit:
         finish_stream(call, incomplete=True)
