@@ -277,3 +277,14 @@ def test_manual_block_around_an_sdk_call_is_recorded_once(fake, log):
         span.set_tokens(input=1, output=1)
     call = only(log)
     assert call.source == "manual" and call.total_tokens == 2
+
+
+def test_the_user_parameter_fills_user_id_unless_attribution_names_one(fake, log):
+    client = fake.openai_client()
+    client.chat.completions.create(model="gpt-4o", messages=MESSAGES, user="end-user-7")
+    with tokentrail.attributes(user_id="u-from-app"):
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES, user="end-user-7")
+    client.responses.create(model="gpt-4o", input="hi", safety_identifier="hashed-9")
+    first, second, third = log.calls
+    assert (first.user_id, second.user_id, third.user_id) == ("end-user-7", "u-from-app", "hashed-9")
+    assert "default_user_id" not in (first.metadata or {})

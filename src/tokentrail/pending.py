@@ -47,6 +47,10 @@ _recent_responses: dict[Any, None] = {}
 _RECENT_MAX = 4096
 
 
+# `default_user_id=` from an adapter fills `user_id` only when attribution left it empty.
+_FALLBACKS = {f"default_{name}": name for name in ATTRIBUTION_FIELDS}
+
+
 def record_id(wall_ns: int, span_id: int) -> str:
     """Unique and time-ordered: 12 hex digits of milliseconds, then the 16 of the span id."""
     return f"{wall_ns // 1_000_000:012x}{span_id:016x}"
@@ -259,6 +263,9 @@ class _Pending:
                 out["tags"] = tags + [t for t in as_tags(value) if t not in tags]
             elif name in allowed:
                 out[name] = coerce_field(name, value)
+            elif name in _FALLBACKS:  # an adapter's guess (OpenAI's `user=`): only where no attribution says
+                if out.get(_FALLBACKS[name]) is None:
+                    out[_FALLBACKS[name]] = coerce_field(_FALLBACKS[name], value)
             else:
                 out.setdefault("metadata", {})[name] = value
 

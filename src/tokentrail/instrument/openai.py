@@ -42,7 +42,15 @@ _RESPONSES_PARAMS = ("temperature", "top_p", "max_output_tokens", "service_tier"
 def chat_request(body: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     messages = body.get("messages")
     return {"request_params": params(body, _CHAT_PARAMS),
-            "message_count": len(messages) if isinstance(messages, list) else None}, messages
+            "message_count": len(messages) if isinstance(messages, list) else None,
+            "default_user_id": _end_user(body)}, messages
+
+
+def _end_user(body: dict[str, Any]) -> Any:
+    """OpenAI's `user=` (now `safety_identifier`) names the end user: the record's `user_id` when
+    no `attributes()` block names one."""
+    user = body.get("user") or body.get("safety_identifier")
+    return user if isinstance(user, str) and user else None
 
 
 def chat_response(data: Any) -> tuple[dict[str, Any], Any]:
@@ -90,7 +98,8 @@ def responses_request(body: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     messages = given if isinstance(given, list) else ([{"role": "user", "content": given}] if given is not None else [])
     if body.get("instructions"):
         messages = [{"role": "system", "content": body["instructions"]}, *messages]
-    return {"request_params": params(body, _RESPONSES_PARAMS), "message_count": len(messages)}, messages or None
+    return {"request_params": params(body, _RESPONSES_PARAMS), "message_count": len(messages),
+            "default_user_id": _end_user(body)}, messages or None
 
 
 def _output_text(data: Any) -> str | None:
