@@ -239,3 +239,21 @@ def test_framework_chains_are_recorded_as_spans_parenting_their_calls():
     assert (chain.name, chain.operation, chain.source, chain.metadata) == ("summarize", "invoke_workflow", "fakeframework", {"kind": "chain"})
     assert chain.parent_span_id == workflow_span.span_id and call.parent_span_id == chain.span_id
     assert chain.workflow == "answer-questions" and len({workflow_span.trace_id, chain.trace_id, call.trace_id}) == 1
+
+
+def test_a_library_whose_internals_moved_is_left_as_it_was_with_one_log_line(caplog):
+    import fakemethod
+
+    registry.register("fakemoved", "tt_fakemoved")
+    try:
+        original = fakemethod.Client.__dict__["send"]
+        tokentrail.instrument("fakemoved")
+        tokentrail.instrument("fakemoved")
+        assert fakemethod.Client.__dict__["send"] is original  # the patch that did apply was undone
+        assert "fakemoved" not in tokentrail.instrumented()
+        lines = [r.getMessage() for r in caplog.records if "could not instrument fakemoved" in r.getMessage()]
+        assert len(lines) == 1 and "left as it was" in lines[0]
+        assert fakemethod.Client(backend).generate("m", "x")["text"] == "answer"  # the library still works
+    finally:
+        tokentrail.uninstrument("fakemoved")
+        registry.ADAPTERS.pop("fakemoved", None)
