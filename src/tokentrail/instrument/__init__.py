@@ -37,6 +37,7 @@ ADAPTERS = {
     "mistralai": "tokentrail.instrument.mistralai",
     "cohere": "tokentrail.instrument.cohere",
     "google_genai": "tokentrail.instrument.google_genai",
+    "bedrock": "tokentrail.instrument.bedrock",
 }
 
 _lock = threading.RLock()
