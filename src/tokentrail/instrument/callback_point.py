@@ -97,10 +97,19 @@ class Runs:
         self._open: dict[Any, Any] = {}
         self._lock = threading.Lock()
 
-    def _parent(self, parent: Any) -> Any:
+    def _under(self, parent: Any) -> None:
+        """Make the run the framework named as parent (else whatever this context holds) the current span,
+        so the span or call opened next takes it as its parent."""
         with self._lock:
             found = self._open.get(parent) if parent is not None else None
-        return found if found is not None else current_span.get()
+        if found is not None and found is not current_span.get():
+            current_span.set(found)
+
+    def _opened(self, key: Any, run: Any) -> Any:
+        with self._lock:
+            self._open[key] = run
+        current_span.set(run)  # never reset (see the module docstring): closed runs are walked past
+        return run
 
     def start_span(self, key: Any, name: Any, *, kind: str = "chain", parent: Any = None) -> FrameworkSpan | None:
         """A chain/agent/module started: the calls inside it get it as parent."""
@@ -108,14 +117,8 @@ class Runs:
             recording, route = route_if_recording()
             if not recording:
                 return None
-            outer = self._parent(parent)
-            if outer is not current_span.get():
-                current_span.set(outer)
-            span = FrameworkSpan(str(name), kind, self.source, route)
-            with self._lock:
-                self._open[key] = span
-            current_span.set(span)
-            return span
+            self._under(parent)
+            return self._opened(key, FrameworkSpan(str(name), kind, self.source, route))
         except Exception as exc:  # noqa: BLE001
             log.error_once(f"callback.{self.source}.span", f"tokentrail: {self.source} reported a span we could not read", exc)
             return None
@@ -133,17 +136,12 @@ class Runs:
             recording, route = route_if_recording()
             if not recording:
                 return None
-            outer = self._parent(parent)
-            if outer is not current_span.get():
-                current_span.set(outer)  # the parent the framework named, not whatever this context holds
+            self._under(parent)
             call = FrameworkCall(provider, model, operation, self.source, route, dict(labels or {}))
             if fields:
                 call.fields.update(fields)
             check_budget(call)
-            with self._lock:
-                self._open[key] = call
-            current_span.set(call)
-            return call
+            return self._opened(key, call)
         except BudgetExceeded:
             raise
         except Exception as exc:  # noqa: BLE001
