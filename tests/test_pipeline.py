@@ -64,7 +64,7 @@ def test_worker_finishes_and_writes_calling_thread_only_enqueues():
     assert pipe.flush(5)
     assert [r.n for r in sink.records] == list(range(10))
     assert {i.finished_on for i in items} == {"tokentrail-pipeline"}
-    assert sink.threads == {"tokentrail-pipeline"}
+    assert sink.threads == {"tokentrail-sink-Collect"}  # each sink is written by a thread of its own
     pipe.shutdown()
 
 
@@ -85,14 +85,16 @@ def test_full_queue_drops_and_counts_never_blocks(tt_warnings):
 def test_failing_sink_is_logged_once_counted_and_others_still_get_records(caplog):
     good, bad = Collect(), Broken()
     pipe = Pipeline(settings(flush_interval=0.01), [bad, good])
+    flushed = []
     for i in range(3):
         pipe.submit(Item(i))
-        pipe.flush(5)
+        flushed.append(pipe.flush(5))
     assert len(good.records) == 3
     assert pipe.stats["sink_errors"] >= 3
     logged = [r for r in caplog.records if "Broken" in r.getMessage() and "failed" in r.getMessage()]
     assert len(logged) == 1
-    assert pipe.flush(5) is False  # records were lost to the broken sink
+    assert flushed == [False] * 3  # each flush waited for the retries and saw its record lost to the broken sink
+    assert pipe.sink_stats()["Broken"]["failed"] == 3 and pipe.sink_stats()["Collect"]["written"] == 3
     pipe.shutdown(1)
 
 

@@ -15,7 +15,7 @@ import re
 import sys
 from typing import Any
 
-__all__ = ["CATEGORIES", "categorize", "status_code_of", "ConfigError", "StoreError", "BudgetExceeded"]
+__all__ = ["CATEGORIES", "categorize", "status_code_of", "ConfigError", "StoreError", "RecordsRejected", "BudgetExceeded"]
 
 CATEGORIES = (
     "rate_limit",
@@ -40,6 +40,17 @@ class ConfigError(ValueError):
 
 class StoreError(RuntimeError):
     """The store cannot be opened or is not a tokentrail store."""
+
+
+class RecordsRejected(Exception):
+    """Raised by a sink's `export` that wrote a batch except `count` records it can never take
+    (bad values): the pipeline counts those as `rejected` for the sink and does not retry the batch."""
+
+    def __init__(self, count: int, cause: BaseException | None = None) -> None:
+        self.count = count
+        self.cause = cause
+        reason = f": {type(cause).__name__}: {cause}" if cause is not None else ""
+        super().__init__(f"{count} record{'s' if count != 1 else ''} rejected{reason}")
 
 
 class BudgetExceeded(Exception):
