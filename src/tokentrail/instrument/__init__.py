@@ -38,6 +38,7 @@ ADAPTERS = {
     "cohere": "tokentrail.instrument.cohere",
     "google_genai": "tokentrail.instrument.google_genai",
     "bedrock": "tokentrail.instrument.bedrock",
+    "langchain": "tokentrail.instrument.langchain",
 }
 
 _lock = threading.RLock()
