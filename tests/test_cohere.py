@@ -3,6 +3,9 @@
 import asyncio
 import gc
 import json
+import subprocess
+import sys
+import textwrap
 from importlib import metadata
 
 import cohere
@@ -142,17 +145,19 @@ def test_embed_and_rerank(fake, log):
     assert rerank.metadata == {"search_units": 1, "documents": 3, "results": 2} and rerank.request_params == {"top_n": 2}
 
 
-def test_v1_embed_batches_run_on_the_sdks_thread_pool(fake, db_url):
-    """`cohere.Client.embed` sends batches of 96 texts from its own thread pool, which does not carry the
-    caller's context: recorded (one record per batch) when recording is on globally, without the caller's labels."""
-    tokentrail.init(db_url)
+def test_v1_embed_batches_from_the_sdks_thread_pool_keep_the_callers_context(fake, log):
+    """`cohere.Client.embed` sends batches of 96 texts from its own thread pool: each batch is recorded
+    with the caller's labels, inside the caller's `tracking()` block."""
     client = fake.client("cohere", version=1)
-    with tokentrail.attributes(user_id="u1"):
+    with tokentrail.attributes(user_id="u1", feature="search"):
         reply = client.embed(model="embed-english-v3.0", texts=["a"] * 100, input_type="search_query")
-    assert len(reply.embeddings) == 100
-    tokentrail.flush()
-    calls = tokentrail.open_store(db_url).calls()
-    assert len(calls) == 2 and {c.operation for c in calls} == {"embeddings"} and {c.user_id for c in calls} == {None}
+    assert len(reply.embeddings) == 100 and fake.requests.count(("POST", "/v1/embed")) == 2
+    calls = log.calls
+    assert len(calls) == 2 and {c.operation for c in calls} == {"embeddings"}
+    assert {(c.user_id, c.feature) for c in calls} == {("u1", "search")}
+    tokentrail.uninstrument("cohere")
+    assert client.embed(model="embed-english-v3.0", texts=["a"] * 100, input_type="search_query").texts == ["a"] * 100
+    assert len(log.calls) == 2
 
 
 def test_async_client_plain_streamed_and_left_early(fake, log):
@@ -343,6 +348,24 @@ def test_uninstrument_restores_the_sdk(fake, log):
     client.chat(model=MODEL, messages=MESSAGES)
     assert len(log.calls) == 1
 
+
+def test_patched_when_imported_after_instrument(tmp_path):
+    """The SDK imported after `instrument()` (as with `import tokentrail.auto`): patched on import."""
+    code = textwrap.dedent("""
+        import sys, tokentrail
+        tokentrail.instrument("cohere")
+        assert "cohere" not in sys.modules
+        from tokentrail.testing import FakeProvider
+        fake = FakeProvider()
+        with tokentrail.tracking() as log:
+            fake.client("cohere").chat(model="command-a-03-2025", messages=[{"role": "user", "content": "hi"}])
+            for _ in fake.client("cohere", version=1).chat_stream(model="command-r-plus", message="hi"):
+                pass
+        print(sorted((c.operation, c.request_model, c.output_tokens, bool(c.stream)) for c in log.calls))
+    """)
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[('chat', 'command-a-03-2025', 5, False), ('chat', 'command-r-plus', 5, True)]"
 
 # -- fuzz: malformed and truncated answers -------------------------------------------------------------
 

@@ -3,6 +3,9 @@
 import asyncio
 import gc
 import json
+import subprocess
+import sys
+import textwrap
 from importlib import metadata
 
 import httpx2
@@ -372,6 +375,30 @@ def test_uninstrument_restores_the_sdk(fake, log):
     client.chat.complete(model=MODEL, messages=MESSAGES)
     assert len(log.calls) == 1
 
+
+def test_patched_when_imported_after_instrument(tmp_path):
+    """The SDK imported after `instrument()` (as with `import tokentrail.auto`): patched on import, the
+    Azure client too when it is imported later."""
+    code = textwrap.dedent("""
+        import sys, tokentrail
+        tokentrail.instrument("mistralai")
+        assert "mistralai" not in sys.modules
+        from tokentrail.testing import FakeProvider
+        fake = FakeProvider()
+        messages = [{"role": "user", "content": "hi"}]
+        with tokentrail.tracking() as log:
+            client = fake.client("mistral")
+            client.chat.complete(model="mistral-small-latest", messages=messages)
+            for _ in client.chat.stream(model="mistral-small-latest", messages=messages):
+                pass
+            assert "mistralai.azure.client" not in sys.modules
+            fake.client("mistral", cloud="azure").chat.complete(model="mistral-large-2411", messages=messages)
+        print(sorted((c.provider, c.request_model, c.output_tokens, bool(c.stream)) for c in log.calls))
+    """)
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ("[('azure.ai.inference', 'mistral-large-2411', 5, False), "
+                                     "('mistral_ai', 'mistral-small-latest', 5, False), ('mistral_ai', 'mistral-small-latest', 5, True)]")
 
 # -- fuzz: malformed and truncated answers -------------------------------------------------------------
 

@@ -21,10 +21,9 @@ Recorded (operation):
   is unknown unless you price it yourself.
 - No response names a model: the request's model is the one priced.
 - `cohere.Client.embed` (v1) sends batches of 96 texts from the SDK's own thread
-  pool, which does not carry the caller's context: each batch is recorded when
-  recording is on globally (`init()`), without the caller's `attributes(...)`
-  and outside a `tracking()` block (`batching=False`, or v2's `embed`, is one
-  call in the caller's context).
+  pool, whose threads would not carry the caller's context: tokentrail runs
+  those batches in a copy of it, so each batch is a record with the caller's
+  `attributes(...)`, inside its `tracking()` block and under its parent.
 - Streams: the `stream` context manager yields an `httpx.Response` that the
   SDK reads (`iter_bytes` for v2's SSE in current releases, `iter_lines` for
   v1's NDJSON and for older releases' SSE). The record wraps the context
@@ -54,6 +53,7 @@ Recorded (operation):
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 import itertools
 import sys
@@ -66,7 +66,7 @@ from ..semconv import provider_from_url
 from ..shapes import pick
 from .endpoint import Call, Endpoint, json_value, params, usage_fields
 from .method_point import method
-from .patch import Hook
+from .patch import Hook, MethodPatch
 from .request_point import count_retry
 from .sdkcall import SDKCall, finish_stream
 
@@ -584,7 +584,46 @@ def count_retries(adapter: Any, module: Any) -> Callable[[], None]:
     return undo
 
 
+class ContextPool:
+    """The SDK's thread pool, running each task in a copy of the context `map` was called in."""
+
+    __slots__ = ("executor",)
+
+    def __init__(self, executor: Any) -> None:
+        self.executor = executor
+
+    def map(self, fn: Callable[..., Any], *iterables: Any, **kwargs: Any) -> Any:
+        context = contextvars.copy_context()
+        return self.executor.map(lambda *args: context.copy().run(fn, *args), *iterables, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.executor, name)
+
+
+def carry_context(adapter: Any) -> Callable[..., Any]:
+    """Wraps `cohere.Client.embed` (v1), which sends batches of texts from the SDK's own thread pool: the
+    pool's threads do not carry the caller's context (its `attributes(...)`, a `tracking()` block), so
+    the method runs on a view of the client whose pool does. The client itself is not changed."""
+    import wrapt
+
+    class Carrying(wrapt.ObjectProxy):  # type: ignore[misc]
+        @property
+        def _executor(self) -> Any:
+            return ContextPool(self.__wrapped__._executor)
+
+    def wrapper(wrapped: Callable[..., Any], client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        function = getattr(wrapped, "__func__", None)
+        if function is None or getattr(client, "_executor", None) is None:
+            return wrapped(*args, **kwargs)
+        return function(Carrying(client), *args, **kwargs)
+
+    return wrapper
+
+
+# The first patch's module is the one the registry waits for: `cohere.client` (every client imports it),
+# which is imported after the HTTP client has finished importing — not the other way round.
 PATCHES = (
+    MethodPatch("cohere.client", "Client", "embed", carry_context),
     method(_CLIENT, "HttpClient", "request", "sync", on_stream=on_result),
     method(_CLIENT, "AsyncHttpClient", "request", "async", on_stream=on_result),
     method(_CLIENT, "HttpClient", "stream", "sync", on_stream=open_stream),
