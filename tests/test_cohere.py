@@ -245,6 +245,21 @@ def test_a_connection_lost_mid_stream_is_recorded_with_what_arrived(log):
     assert (call.error_type, call.error_category, call.response_id, call.chunk_count) == ("ReadError", "connection", "c1", 2)
 
 
+def test_a_stream_read_by_lines_or_by_bytes_decodes_alike():
+    """cohere 5.9-5.20 read v2's SSE with `iter_lines` (httpx-sse), later releases with `iter_bytes`; v1 is NDJSON."""
+    from tokentrail.instrument.cohere import Wire, wire_events
+
+    sse = (b'event: message-start\ndata: {"id": "c1", "type": "message-start"}\n\n'
+           b'event: content-delta\r\ndata: {"type": "content-delta"}\r\n\r\nevent: message-end\ndata: {"type": "mess')
+    by_bytes, by_lines = Wire(), Wire()
+    by_bytes.pieces = dict(enumerate([sse[:30], sse[30:]]))
+    by_lines.pieces, by_lines.lines = dict(enumerate(sse.decode().replace("\r\n", "\n").split("\n"))), True
+    expected = [{"id": "c1", "type": "message-start"}, {"type": "content-delta"}]  # the torn last event is left out
+    assert wire_events(by_bytes.text()) == wire_events(by_lines.text()) == expected
+    assert wire_events('{"event_type": "stream-start"}\n\n{"event_type": "stream-end"}\n{"torn') == [
+        {"event_type": "stream-start"}, {"event_type": "stream-end"}]
+
+
 def test_timeout_and_connection_errors(fake, log):
     fake.fail(timeout=True)
     with pytest.raises(httpx.ReadTimeout):
