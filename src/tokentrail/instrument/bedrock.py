@@ -116,8 +116,13 @@ def _family_usage(data: Any) -> dict[str, Any]:
         return usage_fields(usage)  # Anthropic (cache added to input), OpenAI-shaped (gpt-oss, Jamba, DeepSeek)
     if "prompt_token_count" in data or "generation_token_count" in data:  # Llama
         return usage_fields({"input_tokens": data.get("prompt_token_count"), "output_tokens": data.get("generation_token_count")})
-    if "inputTextTokenCount" in data or "totalOutputTextTokenCount" in data:  # Titan (a stream chunk, or an embedding)
-        return usage_fields({"input_tokens": data.get("inputTextTokenCount"), "output_tokens": data.get("totalOutputTextTokenCount")})
+    if "inputTextTokenCount" in data or "totalOutputTextTokenCount" in data:  # Titan: text, a stream chunk, an embedding
+        out = data.get("totalOutputTextTokenCount")
+        results = data.get("results")
+        if out is None and isinstance(results, list) and results:
+            counts = [pick(r, "tokenCount") for r in results]
+            out = sum(counts) if all(type(c) is int for c in counts) else None
+        return usage_fields({"input_tokens": data.get("inputTextTokenCount"), "output_tokens": out})
     return {}
 
 
