@@ -18,7 +18,7 @@ from typing import Any
 
 from ..semconv import provider_from_url
 from ..shapes import pick
-from .endpoint import Endpoint, params, usage_fields
+from .endpoint import Endpoint, free_count, params, usage_fields
 from .request_point import stainless_call_of, stainless_patches
 
 NAME = "anthropic"
@@ -91,8 +91,7 @@ def _usage_dict(usage: Any) -> dict[str, Any]:
 
 
 def count_tokens_response(data: Any) -> tuple[dict[str, Any], Any]:
-    return {"cost_usd": 0.0, "input_cost_usd": 0.0, "output_cost_usd": 0.0,
-            "metadata": {"counted_input_tokens": pick(data, "input_tokens")}}, None
+    return free_count(pick(data, "input_tokens")), None
 
 
 def completion_request(body: dict[str, Any]) -> tuple[dict[str, Any], Any]:

@@ -57,7 +57,7 @@ from typing import Any
 
 from ..errors import categorize
 from ..shapes import pick
-from .endpoint import Call, Endpoint, json_value, no_response, params, usage_fields
+from .endpoint import Call, Endpoint, free_count, json_value, no_response, params, usage_fields
 from .method_point import method, proxy_stream
 from .patch import MethodPatch
 from .sdkcall import SDKCall, internal_error, open_call_here
@@ -329,8 +329,7 @@ def count_tokens_request(body: dict[str, Any]) -> tuple[dict[str, Any], Any]:
 
 
 def count_tokens_response(data: Any) -> tuple[dict[str, Any], Any]:
-    return {"cost_usd": 0.0, "input_cost_usd": 0.0, "output_cost_usd": 0.0, "response_id": pick(data, "ResponseMetadata", "RequestId"),
-            "metadata": {"counted_input_tokens": pick(data, "inputTokens")}}, None
+    return {**free_count(pick(data, "inputTokens")), "response_id": pick(data, "ResponseMetadata", "RequestId")}, None
 
 
 CONVERSE = Endpoint("chat", converse_request, converse_response, keep=dict)  # a shallow copy: the app may edit its dict

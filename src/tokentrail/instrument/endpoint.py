@@ -21,7 +21,7 @@ from typing import Any, Callable, NamedTuple
 
 from ..usage import normalize_usage
 
-__all__ = ["Endpoint", "Call", "params", "usage_fields", "json_value", "no_response"]
+__all__ = ["Endpoint", "Call", "params", "usage_fields", "json_value", "no_response", "free_count"]
 
 Reader = Callable[[Any], "tuple[dict[str, Any], Any]"]
 
@@ -96,3 +96,11 @@ def json_value(raw: Any) -> Any:
 def no_response(data: Any) -> tuple[dict[str, Any], Any]:
     """For endpoints whose response has nothing to record (audio bytes, an empty body)."""
     return {}, None
+
+
+def free_count(counted: Any) -> dict[str, Any]:
+    """The fields of a token-counting call (Anthropic's `count_tokens`, Gemini's `countTokens`, Bedrock's
+    `CountTokens`): not billed, so it costs 0, and the count goes in `metadata["counted_input_tokens"]`
+    rather than `input_tokens`, so token totals stay what was consumed."""
+    return {"cost_usd": 0.0, "input_cost_usd": 0.0, "output_cost_usd": 0.0,
+            "metadata": {"counted_input_tokens": counted}}

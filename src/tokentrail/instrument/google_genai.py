@@ -43,7 +43,7 @@ import re
 from typing import Any
 
 from ..shapes import pick
-from .endpoint import Call, Endpoint, usage_fields
+from .endpoint import Call, Endpoint, free_count, usage_fields
 from .method_point import method
 from .patch import MethodPatch
 from .sdkcall import open_call_here
@@ -202,8 +202,7 @@ def images_response(data: Any) -> tuple[dict[str, Any], Any]:
 
 
 def count_tokens_response(data: Any) -> tuple[dict[str, Any], Any]:
-    return {"cost_usd": 0.0, "input_cost_usd": 0.0, "output_cost_usd": 0.0,
-            "metadata": {"counted_input_tokens": pick(data, "totalTokens")}}, None
+    return free_count(pick(data, "totalTokens")), None
 
 
 def _body(result: Any) -> Any:
