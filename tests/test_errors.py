@@ -70,3 +70,13 @@ def test_cancelled_budget_and_classes():
     assert categorize(BudgetExceeded("over")) == "budget"
     assert categorize(None, status_code=429) == "rate_limit"
     assert categorize(None, message="maximum context length exceeded") == "context_length"
+
+
+def test_botocore_client_errors_carry_their_status_in_the_response_dict():
+    from botocore.exceptions import ClientError
+
+    from tokentrail.errors import categorize, status_code_of
+
+    error = ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow down"},
+                         "ResponseMetadata": {"HTTPStatusCode": 429}}, "Converse")
+    assert status_code_of(error) == 429 and categorize(error) == "rate_limit"

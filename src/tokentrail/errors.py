@@ -107,9 +107,15 @@ _BY_CLASS = (
 
 
 def status_code_of(exc: Any) -> int | None:
-    """The HTTP status an SDK exception carries (`status_code`, `status`, `response.status_code`, `code`)."""
+    """The HTTP status an SDK exception carries (`status_code`, `status`, `response.status_code`, `code`,
+    or botocore's `response["ResponseMetadata"]["HTTPStatusCode"]`)."""
     for holder in (exc, getattr(exc, "response", None)):
         if holder is None:
+            continue
+        if isinstance(holder, dict):  # botocore's ClientError keeps the parsed response as a dict
+            value = (holder.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+            if type(value) is int and 100 <= value <= 599:
+                return value
             continue
         for name in ("status_code", "status", "http_status", "code"):
             value = getattr(holder, name, None)
