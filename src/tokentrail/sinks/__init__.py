@@ -60,6 +60,8 @@ _stores: dict[str, tuple[Any, str]] = {
 _exporters: dict[str, tuple[Any, str]] = {
     "console": ("tokentrail.sinks.console:ConsoleSink", ""),
     "jsonl": ("tokentrail.sinks.jsonl:JSONLSink", "PATH"),
+    "otel": ("tokentrail.sinks.otlp:OTelSink", ""),
+    "mlflow": ("tokentrail.sinks.mlflow:MLflowSink", ""),
 }
 _SCHEME_ALIASES = {"postgres": "postgresql"}
 
