@@ -25,12 +25,15 @@ _HOMES = {
     "emit_outcome": "manual",
     "llm_instrumented": "manual",
     "log_llm_call": "manual",
+    "set_llm_attributes": "manual",
+    "set_token_usage": "manual",
     "track_llm_call": "manual",
     "track_tool_call": "manual",
     "workflow": "manual",
     "LLMCall": "record",
     "Outcome": "record",
     "ToolCall": "record",
+    "Operation": "semconv",
     "open_store": "sinks",
     "Cost": "pricing",
     "cost": "pricing",
@@ -51,8 +54,10 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from .context import attributes
     from .errors import BudgetExceeded, ConfigError, StoreError
     from .instrument import available, instrumented, uninstrument
-    from .manual import emit_outcome, llm_instrumented, log_llm_call, track_llm_call, track_tool_call, workflow
+    from .manual import (emit_outcome, llm_instrumented, log_llm_call, set_llm_attributes, set_token_usage,
+                         track_llm_call, track_tool_call, workflow)
     from .record import LLMCall, Outcome, ToolCall
+    from .semconv import Operation
     from .sinks import open_store
     from .pricing import Cost, cost
     from .runtime import CallLog, flush, get_active_sink, is_tracking, track, tracking, untrack
@@ -81,6 +86,9 @@ __all__ = [
     "track_tool_call",
     "llm_instrumented",
     "log_llm_call",
+    "set_llm_attributes",
+    "set_token_usage",
+    "Operation",
     "workflow",
     "emit_outcome",
     "open_store",

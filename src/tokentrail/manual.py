@@ -7,6 +7,8 @@
 - `log_llm_call(...)` — a call that already happened.
 - `workflow(name)` and `emit_outcome(...)` — one run of a business workflow and
   what it achieved, so cost per outcome can be reported.
+- `set_llm_attributes(...)`, `set_token_usage(...)` — fields of the call open in
+  this context, for code that has no span object at hand.
 
 Keyword attributes (`**attrs`) on these functions: an attribution field
 (`user_id`, `customer_id`, `feature`, `session_id`, `tags`) overrides the
@@ -39,6 +41,7 @@ from .context import (
     new_trace_id,
 )
 from .pending import PendingCall, PendingOutcome, PendingSpan, PendingTool, coerce_field, record_id
+from .record import FIELDS, LLMCall
 from .shapes import default_model, default_prompt, default_response_text, default_usage, pick
 from .runtime import check_budget, route_if_recording, submit
 from .usage import TOKEN_KEYS, normalize_usage
@@ -53,6 +56,8 @@ __all__ = [
     "workflow",
     "WorkflowRun",
     "emit_outcome",
+    "set_llm_attributes",
+    "set_token_usage",
 ]
 
 
@@ -248,6 +253,107 @@ def track_tool_call(name: Any, *, tool_call_id: Any = None, arguments: Any = Non
         span.fields["tool_call_id"] = tool_call_id
     span.arguments = arguments
     return span
+
+
+# -- fields of the call open here -------------------------------------------------------------------
+
+# Names `set_llm_attributes` takes besides the record's own fields (OpenTelemetry's and other trackers' words).
+_ALIASES = {"provider_request_id": "response_id", "request_id": "response_id", "streaming": "stream",
+            "cached_tokens": "cache_read_tokens", "cache_creation_tokens": "cache_write_tokens",
+            "finish_reason": "finish_reasons", "request_model": "model", "prompt": "input_messages",
+            "completion": "output_text"}
+_REQUEST_PARAMS = frozenset({"temperature", "top_p", "top_k", "max_tokens", "stop_sequences", "stop", "seed",
+                             "frequency_penalty", "presence_penalty", "choice_count", "n"})
+_METADATA = frozenset({"server_address", "server_port"})
+_CALL_FIELDS = frozenset(FIELDS[LLMCall])
+
+
+def _open_call(helper: str) -> PendingCall | None:
+    """The LLM call open in this context (a `track_llm_call` block, an `llm_instrumented` function), or
+    None with one debug line."""
+    span = current_span.get()
+    if isinstance(span, PendingCall) and span.end_ns is None:
+        return span
+    log.logger.debug("tokentrail: %s() outside an open LLM call (track_llm_call, llm_instrumented): nothing set", helper)
+    return None
+
+
+def _set_on(call: PendingCall, name: str, value: Any) -> None:
+    name = _ALIASES.get(name, name)
+    fields = call.fields
+    if name == "provider":
+        call.provider = value
+    elif name == "model":
+        call.model = value
+    elif name == "operation":
+        call.operation = value
+    elif name == "error":
+        call.error = value
+    elif name == "input_messages":
+        call.content_in = value  # kept only with capture_content=True, like every prompt
+    elif name == "output_text":
+        call.content_out = value
+    elif name in _REQUEST_PARAMS:
+        current = fields.get("request_params")
+        fields["request_params"] = {**current, name: value} if isinstance(current, dict) else {name: value}
+    elif name in _METADATA:
+        fields.setdefault("metadata", {})[name] = value
+    elif name == "finish_reasons":
+        fields["finish_reasons"] = [str(r) for r in (value if isinstance(value, (list, tuple)) else [value]) if r is not None]
+    elif name in _CALL_FIELDS and name not in ("metadata", "tags"):
+        coerced = coerce_field(name, value)  # a bad value is dropped with one warning; an earlier one stays
+        if coerced is not None:
+            fields[name] = coerced
+    elif name == "metadata" and isinstance(value, dict):
+        fields.setdefault("metadata", {}).update(value)
+    elif name == "tags":
+        fields["tags"] = value
+    else:
+        fields.setdefault("metadata", {})[name] = value
+
+
+def set_llm_attributes(**fields: Any) -> bool:
+    """Set fields of the LLM call open in this context (a `track_llm_call` block or an `llm_instrumented`
+    function) from code that has no span object at hand; returns whether a call was open. Outside one it
+    does nothing (one debug line).
+
+        @tokentrail.llm_instrumented(provider="acme")
+        def ask(prompt):
+            reply = acme.complete(prompt)
+            tokentrail.set_llm_attributes(model=reply.model, input_tokens=reply.usage.prompt,
+                                          output_tokens=reply.usage.completion, provider_request_id=reply.id)
+            return reply.text
+
+    Any `LLMCall` field (`input_tokens`, `response_model`, `ttft_ms`, `user_id`, …), plus `provider`,
+    `model`, `operation` (a `tokentrail.Operation`), `streaming`, `provider_request_id` / `request_id`,
+    `cached_tokens`, `finish_reason(s)`, `error`, request parameters (`temperature`, `top_p`, `top_k`,
+    `max_tokens`, `stop_sequences`, `seed`, `frequency_penalty`, `presence_penalty`, `choice_count`),
+    `server_address` / `server_port`, `prompt` / `completion` (kept only with `capture_content=True`).
+    Other names go into `metadata`. `None` values are skipped; bad values are dropped with one warning.
+    """
+    call = _open_call("set_llm_attributes")
+    if call is None:
+        return False
+    for name, value in fields.items():
+        if value is not None:
+            _set_on(call, name, value)
+    return True
+
+
+def set_token_usage(input_tokens: Any = None, output_tokens: Any = None, cached_tokens: Any = None, *,
+                    cache_write_tokens: Any = None, reasoning_tokens: Any = None) -> bool:
+    """Token counts of the LLM call open in this context (see `set_llm_attributes`): `input_tokens`
+    counts all input tokens, `cached_tokens` (cache reads) included; `reasoning_tokens` are part of
+    `output_tokens`. Returns whether a call was open; outside one, does nothing (one debug line)."""
+    call = _open_call("set_token_usage")
+    if call is None:
+        return False
+    for name, value in (("input_tokens", input_tokens), ("output_tokens", output_tokens),
+                        ("cache_read_tokens", cached_tokens), ("cache_write_tokens", cache_write_tokens),
+                        ("reasoning_tokens", reasoning_tokens)):
+        if value is not None:
+            _set_on(call, name, value)
+    return True
 
 
 # -- llm_instrumented / log_llm_call ----------------------------------------------------------------

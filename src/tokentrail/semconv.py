@@ -26,6 +26,7 @@ __all__ = [
     "normalize_provider",
     "infer_provider",
     "prepare",
+    "Operation",
 ]
 
 UNKNOWN = "unknown"
@@ -39,6 +40,43 @@ def _convention():
     from opentelemetry.semconv._incubating.attributes import gen_ai_attributes
 
     return gen_ai_attributes.GenAiOperationNameValues, gen_ai_attributes.GenAiProviderNameValues
+
+
+class _ConventionValues(type):
+    """Fills a class's declared names on first read: the convention's values, loaded only then."""
+
+    def __getattr__(cls, name: str) -> str:
+        if name in cls.__annotations__:
+            ops, _ = _convention()
+            value = getattr(ops, name).value if hasattr(ops, name) else name.lower()
+            if value in operations():
+                setattr(cls, name, value)
+                return value
+        raise AttributeError(f"type object {cls.__name__!r} has no attribute {name!r}")
+
+
+class Operation(metaclass=_ConventionValues):
+    """Operation names for `operation=` (`track_llm_call`, `set_llm_attributes`, …): the OpenTelemetry
+    GenAI convention's `gen_ai.operation.name` values, read from `opentelemetry-semantic-conventions`
+    (on first use, so importing tokentrail stays light); ours where the convention has none
+    (`RERANK`, `IMAGE_GENERATION`, `SPEECH_TO_TEXT`, `TEXT_TO_SPEECH`, `MODERATION`, `COUNT_TOKENS`:
+    the names in `OUR_OPERATIONS`). Plain strings: `Operation.CHAT == "chat"`."""
+
+    CHAT: str
+    TEXT_COMPLETION: str
+    GENERATE_CONTENT: str
+    EMBEDDINGS: str
+    RETRIEVAL: str
+    EXECUTE_TOOL: str
+    CREATE_AGENT: str
+    INVOKE_AGENT: str
+    INVOKE_WORKFLOW: str
+    RERANK: str
+    IMAGE_GENERATION: str
+    SPEECH_TO_TEXT: str
+    TEXT_TO_SPEECH: str
+    MODERATION: str
+    COUNT_TOKENS: str
 
 
 def prepare() -> None:
