@@ -387,7 +387,7 @@ def test_nothing_is_left_open_after_runs(fake, log):
     with pytest.raises(ConnectionError):
         Failing().invoke("x")
     add.invoke({"a": 1, "b": 1})
-    assert handler.runs.open_count() == 0 and not handler.spans and not handler.tools and not handler.hidden
+    assert handler.runs.open_count() == 0 and not handler.spans and not handler.tools and not handler.hidden and not handler.calls
 
 
 # -- fuzz: whatever a model returns, the app sees the same, and one record is made ------------------------

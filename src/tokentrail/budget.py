@@ -212,6 +212,10 @@ class BudgetBook:
         self._accounted: set[str] = set()  # ids accounted on the calling thread, not yet seen by the worker
         self._lock = threading.Lock()  # the calling threads and the worker both add to the counters
 
+    def after_fork(self) -> None:
+        """A fresh lock in a forked child: a thread of the parent may have held it at fork time."""
+        self._lock = threading.Lock()
+
     # -- matching -------------------------------------------------------------------------------
 
     @staticmethod

@@ -703,6 +703,17 @@ def doctor_command(as_json: bool, store_url: str | None) -> None:
                           f"{store['calls']:,} calls")
         else:
             console.print(f"store: {store['url']} — {store['error']}")
+        losses = data.get("losses")
+        if losses:
+            lost = Table(title="records lost on the way to a sink (noted by the processes that lost them)", title_justify="left")
+            for name in ("sink", "dropped (buffer full)", "failed (gave up)", "rejected (bad values)", "processes", "last"):
+                lost.add_column(name, justify="right" if name not in ("sink", "last") else "left")
+            for row in losses:
+                lost.add_row(row["sink"], f"{row['dropped'] or 0:,}", f"{row['failed'] or 0:,}", f"{row['rejected'] or 0:,}",
+                             f"{row['processes']:,}", row["last"] or "")
+            console.print(lost)
+        elif losses is not None:
+            console.print("no records lost on the way to a sink")
     if not data["store"]["ok"]:
         sys.exit(1)
 

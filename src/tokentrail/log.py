@@ -14,7 +14,8 @@ from collections import Counter
 
 logger = logging.getLogger("tokentrail")
 
-_lock = threading.Lock()
+# Reentrant: a signal handler that flushes may log on a thread interrupted while holding it.
+_lock = threading.RLock()
 _counts: Counter[str] = Counter()
 
 
@@ -56,4 +57,4 @@ def reset() -> None:
 def after_fork_in_child() -> None:
     """A fresh lock in a forked child: the parent's may have been held by another thread at fork time."""
     global _lock
-    _lock = threading.Lock()
+    _lock = threading.RLock()

@@ -39,7 +39,7 @@ from .errors import ConfigError
 from .record import LLMCall
 from .semconv import infer_provider, normalize_provider
 
-__all__ = ["Cost", "PriceBook", "Rates", "Tiered", "cost", "parse_prices", "parse_model_aliases", "default_book", "use_book", "active_book", "prepare"]
+__all__ = ["Cost", "PriceBook", "Rates", "Tiered", "cost", "parse_prices", "parse_model_aliases", "default_book", "use_book", "active_book", "prepare", "after_fork_in_child"]
 
 # Our provider names -> genai-prices provider ids, in the order to try.
 GENAI_PROVIDERS: dict[str, tuple[str, ...]] = {
@@ -258,6 +258,10 @@ class PriceBook:
         self._lock = threading.Lock()
         self.unpriced = 0
 
+    def after_fork(self) -> None:
+        """A fresh lock in a forked child: a thread of the parent may have held it at fork time."""
+        self._lock = threading.Lock()
+
     # -- resolution (cached) ------------------------------------------------------------------
 
     def _entry(self, provider: str, model: str) -> Any:
@@ -410,6 +414,14 @@ def prepare() -> None:
     from genai_prices.types import ModelPrice, TieredPrices  # noqa: F401 - imported for the worker
 
     get_snapshot()
+
+
+def after_fork_in_child() -> None:
+    """Fresh locks in the default and the active book (called in a forked child)."""
+    if default_book.cache_info().currsize:
+        default_book().after_fork()
+    if _active is not None:
+        _active.after_fork()
 
 
 def use_book(book: PriceBook | None) -> None:

@@ -677,6 +677,9 @@ def doctor(store: Any = None, *, sdks: Iterable[Mapping[str, Any]] = ()) -> dict
       `default`, `argument`, `environment variable TOKENTRAIL_X` or the file
     - `store`: {url, ok, read_only, schema_version, calls, error} — url None
       when the configured store is `none`
+    - `losses`: records lost on their way to a sink, per sink, as the processes
+      that lost them noted in the store: [{sink, processes, written, dropped,
+      failed, rejected, last}]; None when the store keeps no such notes
     """
     from .config import load_settings
 
@@ -689,6 +692,7 @@ def doctor(store: Any = None, *, sdks: Iterable[Mapping[str, Any]] = ()) -> dict
     configuration = [{"option": name, "value": _plain(name, getattr(settings, name)), "source": source}
                      for name, source in settings.sources.items()]
     status: dict[str, Any] = {"url": None, "ok": True, "read_only": False, "schema_version": None, "calls": None, "error": None}
+    losses: list[dict[str, Any]] | None = None
     if store is not None or settings.store is not None:
         try:
             url = store_url(store if store is not None else settings.store)
@@ -698,7 +702,9 @@ def doctor(store: Any = None, *, sdks: Iterable[Mapping[str, Any]] = ()) -> dict
             status.update(read_only=bool(getattr(opened, "read_only", False)), calls=total["calls"] if total else 0)
             version = getattr(opened, "schema_version", None)
             status["schema_version"] = version() if callable(version) else None
+            noted = getattr(opened, "losses", None)
+            losses = noted() if callable(noted) else None
             opened.close()
         except (StoreError, ValueError) as exc:
             status.update(ok=False, error=str(exc).removeprefix("tokentrail: "))
-    return {"sdks": rows, "configuration": configuration, "store": status}
+    return {"sdks": rows, "configuration": configuration, "store": status, "losses": losses}

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import signal
 import sys
 import threading
 from contextvars import ContextVar
@@ -34,7 +35,7 @@ from .sinks.memory import InMemorySink
 
 __all__ = ["route_if_recording", "check_budget", "budgets_active", "submit", "flush", "track", "untrack",
            "is_tracking", "get_active_sink", "tracking", "CallLog", "activate", "deactivate", "current_pipeline",
-           "reset", "prepare_worker", "route_var", "State"]
+           "reset", "prepare_worker", "route_var", "State", "install_signal_handlers", "restore_signal_handlers"]
 
 _route: ContextVar[Route | None] = ContextVar("tokentrail.route", default=None)
 
@@ -241,10 +242,11 @@ class CallLog(InMemorySink):
 
     def wait_for_pending(self) -> None:
         """Block until the records submitted so far have reached this log (bounded by `shutdown_timeout`)."""
-        # Not just pending(): the worker may hold a batch it has taken but not yet delivered.
+        # Not just pending(): the worker may hold a batch it has taken but not yet delivered. Only the way to
+        # call logs and to a tracking(sink)/track(sink) sink is waited for: a slow store delays nobody here.
         pipeline = _State.pipeline
         if pipeline is not None:
-            pipeline.flush(pipeline.settings.shutdown_timeout)
+            pipeline.flush(pipeline.settings.shutdown_timeout, sinks=False)
 
     def before_read(self) -> None:
         if not _in_running_loop():
@@ -343,6 +345,30 @@ class tracking:
 
 
 # -- process lifecycle ------------------------------------------------------------------------------
+#
+# - Normal exit (and SIGINT, which Python turns into KeyboardInterrupt): `atexit` shuts the pipeline down,
+#   bounded by `shutdown_timeout`.
+# - SIGTERM (how containers and process managers stop apps) kills a Python process without `atexit`, so
+#   `init()` (on the main thread) installs a handler that flushes first, bounded, and then does what the
+#   signal did before: chains to the application's handler, or restores the default and re-sends the
+#   signal, so the process still dies of SIGTERM (exit status -15 / 143). A second SIGTERM during the flush
+#   skips it. A SIGTERM the application ignores (SIG_IGN) or handles in C is left alone; `shutdown()`
+#   puts the previous handler back. SIGKILL cannot be caught: at most one `flush_interval` of calls is lost.
+# - fork: `os.register_at_fork` pauses the worker and the sinks' threads between batches (bounded), so the
+#   child inherits no lock they held; the child gets fresh locks (ours, the price and budget books',
+#   the sinks') and a fresh pipeline state. multiprocessing's fork children (Process, Pool) end with
+#   `os._exit`, skipping `atexit`: each registers a `multiprocessing.util.Finalize` through
+#   `util.register_after_fork` (which `Process._bootstrap` runs after clearing the parent's finalizers),
+#   and `util._exit_function` — called by `_bootstrap` when `run()` ends, however it ends — runs the same
+#   bounded shutdown. Pool workers stopped by `terminate()` get SIGTERM: the handler above flushes them.
+#   A child made with a bare `os.fork()` that ends with `os._exit()` must call `tokentrail.flush()` first.
+
+
+class _Lifecycle:
+    forking: Pipeline | None = None  # the pipeline paused across a fork() in progress
+    multiprocessing_hooked = False
+    sigterm_previous: Any = None  # the application's SIGTERM disposition when init() installed ours
+    in_handler = False
 
 
 def _at_exit() -> None:
@@ -351,13 +377,103 @@ def _at_exit() -> None:
         pipeline.shutdown()
 
 
+def install_signal_handlers() -> None:
+    """At `init()`: flush on SIGTERM before whatever the signal did (see the notes above). Main thread only."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
+        return
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+        if previous is _on_sigterm or previous is None or previous == signal.SIG_IGN:
+            return  # ours already; installed from C; ignored on purpose: leave it
+        _Lifecycle.sigterm_previous = previous
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError) as exc:  # not the main interpreter, or a platform without it
+        log.info_once("signal.install", "tokentrail: SIGTERM handling not installed (%s)", exc)
+
+
+def restore_signal_handlers() -> None:
+    """At `shutdown()`: put the application's SIGTERM handler back, if ours is still the one installed."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
+        return
+    try:
+        if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+            previous = _Lifecycle.sigterm_previous
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+            _Lifecycle.sigterm_previous = None
+    except (ValueError, OSError):
+        pass
+
+
+def _on_sigterm(signum: int, frame: Any) -> Any:
+    previous = _Lifecycle.sigterm_previous
+    chained = callable(previous)
+    if not _Lifecycle.in_handler:  # a second SIGTERM during the flush goes straight on
+        _Lifecycle.in_handler = True
+        try:
+            pipeline = _State.pipeline
+            if pipeline is not None:
+                if chained:  # the application decides what happens next; it may keep running
+                    pipeline.flush(pipeline.settings.shutdown_timeout)
+                else:
+                    pipeline.shutdown()
+        except Exception as exc:  # noqa: BLE001 - the signal must still do what it did
+            log.error_once("signal.flush", "tokentrail: flushing on SIGTERM failed", exc)
+        finally:
+            _Lifecycle.in_handler = False
+    if chained:
+        return previous(signum, frame)
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+    return None
+
+
+def _hook_multiprocessing() -> None:
+    """Before a fork: have multiprocessing's fork children shut the pipeline down as they end (once per process
+    tree: the registration is inherited). Only when multiprocessing is already loaded; it is never imported here."""
+    if _Lifecycle.multiprocessing_hooked:
+        return
+    util = sys.modules.get("multiprocessing.util")
+    if util is None:
+        return
+    try:
+        util.register_after_fork(_Lifecycle, _in_multiprocessing_child)
+        _Lifecycle.multiprocessing_hooked = True
+    except Exception as exc:  # noqa: BLE001 - another Python's multiprocessing
+        log.error_once("fork.multiprocessing", "tokentrail: could not hook multiprocessing's exit", exc)
+
+
+def _in_multiprocessing_child(_: Any) -> None:
+    util = sys.modules.get("multiprocessing.util")
+    if util is not None:
+        util.Finalize(None, _at_exit, exitpriority=100)  # run by util._exit_function, before os._exit
+
+
+def _before_fork() -> None:
+    try:
+        _hook_multiprocessing()
+        pipeline = _Lifecycle.forking = _State.pipeline
+        if pipeline is not None:
+            pipeline.before_fork()
+    except Exception as exc:  # noqa: BLE001 - never stop a fork
+        log.error_once("fork.before", "tokentrail: preparing for fork() failed", exc)
+
+
+def _after_fork_in_parent() -> None:
+    pipeline, _Lifecycle.forking = _Lifecycle.forking, None
+    if pipeline is not None:
+        pipeline.after_fork_in_parent()
+
+
 def _after_fork_in_child() -> None:
+    _Lifecycle.forking = None
+    _Lifecycle.in_handler = False
     _State.lock = threading.RLock()
     log.after_fork_in_child()
+    pricing.after_fork_in_child()
     if _State.pipeline is not None:
         _State.pipeline.after_fork_in_child()
 
 
 atexit.register(_at_exit)
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)

@@ -47,10 +47,20 @@ class Tracker:
     def shutdown(self, timeout: float | None = None) -> bool:
         return self.pipeline.shutdown(timeout)
 
-    def stats(self) -> dict[str, int]:
-        """Pipeline counters (`processed`, `written`, `dropped`, `sink_errors`, `lost`, …),
-        `pending`, and `unpriced` (calls with no known price)."""
-        return {**self.pipeline.stats, "pending": self.pipeline.pending(), "unpriced": self.prices.unpriced}
+    def stats(self) -> dict[str, Any]:
+        """The pipeline's counters, `pending`, `unpriced`, and `sinks`: per sink.
+
+        - `processed`: calls built into records; `deduplicated`: framework calls a lower layer recorded
+        - `dropped`: calls dropped at the full queue (never built); `finish_errors`: calls that failed to build
+        - `written`: records handed to sinks successfully (summed over sinks); `sink_errors`: failed export attempts
+        - `lost`: records some sink will never have (its buffer was full, it failed `RETRIES` times, it
+          rejected them, or shutdown ran out of time); `rejected`: the part a store refused as bad values
+        - `pending`: calls waiting to be built; `unpriced`: calls with no known price
+        - `sinks`: `{name: {written, dropped, failed, rejected, errors, pending, last_error}}`, a store named
+          by its URL (`sqlite:///calls.db`), `jsonl:PATH`, `console`, else the sink's class name
+        """
+        return {**self.pipeline.stats, "pending": self.pipeline.pending(), "unpriced": self.prices.unpriced,
+                "sinks": self.pipeline.sink_stats()}
 
     def __repr__(self) -> str:
         return f"<tokentrail.Tracker store={self.settings.store!r} sinks={len(self.sinks)}>"
@@ -116,6 +126,7 @@ def init(
     if tracker.budgets is not None and tracker.store is not None:
         tracker.budgets.seed(tracker.store)  # a restart does not reset this month's spending
     pricing.use_book(tracker.prices)
+    runtime.install_signal_handlers()  # SIGTERM keeps what was recorded before it (runtime.py, process lifecycle)
     old = runtime.activate(tracker.pipeline, tracker.budgets, tracker.sinks[0] if tracker.sinks else None)
     if old is not None:
         old.shutdown()
@@ -142,4 +153,5 @@ def shutdown(timeout: float | None = None) -> bool:
     """Flush (bounded by `shutdown_timeout`) and stop; recording stops until the next `init()`."""
     pipeline = runtime.deactivate()
     pricing.use_book(None)
+    runtime.restore_signal_handlers()
     return True if pipeline is None else pipeline.shutdown(timeout)

@@ -39,6 +39,7 @@ ADAPTERS = {
     "google_genai": "tokentrail.instrument.google_genai",
     "bedrock": "tokentrail.instrument.bedrock",
     "langchain": "tokentrail.instrument.langchain",
+    "llama_index": "tokentrail.instrument.llama_index",
 }
 
 _lock = threading.RLock()

@@ -61,6 +61,7 @@ from ..context import current_span
 from ..errors import BudgetExceeded
 from ..pending import PendingTool
 from ..runtime import route_if_recording
+from ..shapes import pick
 from .callback_point import Runs
 from .patch import Hook
 
@@ -84,13 +85,6 @@ _ABSENT = object()
 # -- pure readers ---------------------------------------------------------------------------------------
 
 
-def _get(obj: Any, name: str) -> Any:
-    if obj is None:
-        return None
-    if isinstance(obj, dict):
-        return obj.get(name)
-    return getattr(obj, name, None)
-
 
 def _int(value: Any) -> int:
     return value if type(value) is int else 0
@@ -101,7 +95,7 @@ def usage_of(message: Any, llm_output: Any) -> Any:
 
     `usage_metadata` (every chat model of langchain-core >= 0.2) counts input tokens with the cache
     included, as we do; older or plain LLMs leave the provider's own usage in `llm_output`."""
-    meta = _get(message, "usage_metadata")
+    meta = pick(message, "usage_metadata")
     if isinstance(meta, dict) and meta:
         details_in = meta.get("input_token_details") or {}
         details_out = meta.get("output_token_details") or {}
@@ -118,41 +112,40 @@ def usage_of(message: Any, llm_output: Any) -> Any:
 
 
 def _cache_hit(message: Any) -> bool:
-    meta = _get(message, "usage_metadata")
+    meta = pick(message, "usage_metadata")
     return isinstance(meta, dict) and "total_cost" in meta and meta["total_cost"] == 0
 
 
 def _response_id(message: Any, llm_output: Any) -> Any:
-    found = _get(_get(message, "response_metadata"), "id") or _get(llm_output, "id")
+    found = pick(pick(message, "response_metadata"), "id") or pick(llm_output, "id")
     if found:
         return found
-    own = _get(message, "id")  # the provider's id on most chat models; LangChain's own ids start lc_run- / run-
+    own = pick(message, "id")  # the provider's id on most chat models; LangChain's own ids start lc_run- / run-
     if isinstance(own, str) and not own.startswith(("lc_", "run-")):
         return own
     return None
 
 
 def _finish_reasons(generation: Any, message: Any) -> list[str] | None:
-    info = _get(generation, "generation_info") or {}
-    meta = _get(message, "response_metadata") or {}
-    reason = _get(info, "finish_reason") or _get(meta, "finish_reason") or _get(meta, "stop_reason")
+    info = pick(generation, "generation_info") or {}
+    meta = pick(message, "response_metadata") or {}
+    reason = pick(info, "finish_reason") or pick(meta, "finish_reason") or pick(meta, "stop_reason")
     return [str(reason)] if reason else None
 
 
 def result_fields(response: Any) -> dict[str, Any]:
     """What `on_llm_end`'s `LLMResult` says about the call: usage, ids, model, text."""
-    generations = _get(response, "generations") or []
-    first = generations[0][0] if generations and generations[0] else None
-    message = _get(first, "message")
-    llm_output = _get(response, "llm_output")
-    meta = _get(message, "response_metadata") or {}
-    tool_calls = _get(message, "tool_calls")
+    first = pick(response, "generations", 0, 0)
+    message = pick(first, "message")
+    llm_output = pick(response, "llm_output")
+    meta = pick(message, "response_metadata") or {}
+    tool_calls = pick(message, "tool_calls")
     fields: dict[str, Any] = {
         "response_id": _response_id(message, llm_output),
-        "response_model": _get(meta, "model_name") or _get(meta, "model") or _get(llm_output, "model_name"),
+        "response_model": pick(meta, "model_name") or pick(meta, "model") or pick(llm_output, "model_name"),
         "finish_reasons": _finish_reasons(first, message),
         "tool_call_count": len(tool_calls) if isinstance(tool_calls, list) and tool_calls else None,
-        "output": _get(first, "text"),
+        "output": pick(first, "text"),
     }
     if _cache_hit(message):
         fields.update(cache_hit=True, cost_usd=0.0, input_cost_usd=0.0, output_cost_usd=0.0)
@@ -165,8 +158,8 @@ def messages_of(messages: Any) -> list[dict[str, Any]]:
     """LangChain messages as role/content dicts (what capture_content keeps, and the message count)."""
     out = []
     for message in messages or ():
-        item = {"role": _ROLES.get(_get(message, "type"), _get(message, "type")), "content": _get(message, "content")}
-        calls = _get(message, "tool_calls")
+        item = {"role": _ROLES.get(pick(message, "type"), pick(message, "type")), "content": pick(message, "content")}
+        calls = pick(message, "tool_calls")
         if calls:
             item["tool_calls"] = calls
         out.append(item)
@@ -186,16 +179,16 @@ def model_of(metadata: dict[str, Any], invocation: Any) -> Any:
     if metadata.get("ls_model_name"):
         return metadata["ls_model_name"]
     for key in ("model", "model_name", "model_id", "deployment_name"):
-        value = _get(invocation, key) if isinstance(invocation, dict) else None
+        value = pick(invocation, key) if isinstance(invocation, dict) else None
         if value:
             return value
     return None
 
 
 def name_of(serialized: Any, kwargs: dict[str, Any], default: str) -> str:
-    name = kwargs.get("name") or _get(serialized, "name")
+    name = kwargs.get("name") or pick(serialized, "name")
     if not name:
-        ids = _get(serialized, "id")
+        ids = pick(serialized, "id")
         name = ids[-1] if isinstance(ids, list) and ids else default
     return str(name)
 
@@ -219,12 +212,22 @@ def _control_flow(error: Any) -> bool:
 
 def _tool_result(output: Any) -> tuple[Any, Any]:
     """(result, error) of a tool: a `ToolMessage` with status "error" is a handled tool failure."""
-    content = _get(output, "content") if _get(output, "type") == "tool" else None
+    content = pick(output, "content") if pick(output, "type") == "tool" else None
     if content is None:
         return output, None
-    if _get(output, "status") == "error":
+    if pick(output, "status") == "error":
         return content, str(content)
     return content, None
+
+
+def step_out(ended: Any) -> None:
+    """Stop holding an ended span as this context's current span (with its error, traceback and the frames in
+    it): its nearest open ancestor takes its place. Set, never reset: callbacks may end in another context."""
+    if ended is not None and current_span.get() is ended:
+        outer = getattr(ended, "outer", None)
+        while outer is not None and outer.end_ns is not None:
+            outer = getattr(outer, "outer", None)
+        current_span.set(outer)
 
 
 # -- the handler ----------------------------------------------------------------------------------------
@@ -241,6 +244,7 @@ class Tracer:
         self.runs = Runs("langchain")
         self.spans: dict[Any, Any] = {}  # run id -> our span (FrameworkSpan): parents for tools, names for labels
         self.tools: dict[Any, Any] = {}  # run id -> PendingTool
+        self.calls: dict[Any, Any] = {}  # run id -> FrameworkCall (to step out of it when it ends)
         self.hidden: dict[Any, Any] = {}  # run id of a run not recorded -> its parent's run id
         self.marked: set[Any] = set()  # runs inside a create_agent graph
         self.lock = threading.Lock()
@@ -304,10 +308,11 @@ class Tracer:
         if self.hidden.pop(run_id, _ABSENT) is not _ABSENT:
             return
         self.marked.discard(run_id)
-        self.spans.pop(run_id, None)
+        span = self.spans.pop(run_id, None)
         if error is not None and _control_flow(error):
             error = None
         self.runs.end_span(run_id, error=error)
+        step_out(span)
 
     def on_chain_end(self, outputs: Any, *, run_id: Any, **kwargs: Any) -> None:
         self.end_span(run_id)
@@ -348,10 +353,13 @@ class Tracer:
         metadata = metadata or {}
         invocation = kwargs.get("invocation_params") or {}
         parent = self.parent(parent_run_id)
-        return self.runs.start_call(
+        call = self.runs.start_call(
             run_id, provider=metadata.get("ls_provider"), model=model_of(metadata, invocation), operation=operation,
             parent=parent, labels=self.labels(run_id, parent, metadata),
             request_params=request_params(invocation, metadata))
+        if call is not None:
+            self.calls[run_id] = call
+        return call
 
     def on_chat_model_start(self, serialized: Any, messages: Any, *, run_id: Any, parent_run_id: Any = None,
                             tags: Any = None, metadata: Any = None, **kwargs: Any) -> None:
@@ -389,9 +397,11 @@ class Tracer:
             self._guard("llm_end", exc)
             fields = {}
         self.runs.end_call(run_id, **fields)
+        step_out(self.calls.pop(run_id, None))
 
     def on_llm_error(self, error: BaseException, *, run_id: Any, **kwargs: Any) -> None:
         self.runs.end_call(run_id, error=error)
+        step_out(self.calls.pop(run_id, None))
 
     # -- tools --
 
@@ -424,6 +434,7 @@ class Tracer:
         try:
             tool.result, error = _tool_result(output)
             tool.finish(error)
+            step_out(tool)
         except Exception as exc:  # noqa: BLE001
             self._guard("tool_end", exc)
 
@@ -432,6 +443,7 @@ class Tracer:
         if tool is not None:
             try:
                 tool.finish(error)
+                step_out(tool)
             except Exception as exc:  # noqa: BLE001
                 self._guard("tool_error", exc)
 

@@ -27,5 +27,9 @@ class JSONLSink:
         with self._lock, self.path.open("a", encoding="utf-8") as fh:
             fh.write(lines)
 
+    def after_fork(self) -> None:
+        """A fresh lock in a forked child."""
+        self._lock = threading.Lock()
+
     def __repr__(self) -> str:
         return f"JSONLSink({str(self.path)!r})"

@@ -17,10 +17,13 @@ from typing import Any, Callable, Iterable, Sequence
 
 from ..record import FIELD_KINDS, FIELDS, LLMCall, Outcome, Span, ToolCall
 
-__all__ = ["TABLES", "TIME_COLUMN", "Dialect", "DIALECTS", "migrations", "SCHEMA_VERSION", "TableCodec", "codecs"]
+__all__ = ["TABLES", "TIME_COLUMN", "STATS_TABLE", "STATS_COLUMNS", "Dialect", "DIALECTS", "migrations", "SCHEMA_VERSION", "TableCodec", "codecs"]
 
 TABLES = {LLMCall: "llm_calls", ToolCall: "tool_calls", Outcome: "outcomes", Span: "spans"}
 TIME_COLUMN = {LLMCall: "started_at", ToolCall: "started_at", Outcome: "recorded_at", Span: "started_at"}
+# One row per process (run_id) and sink that lost records: cumulative counts, upserted by that process.
+STATS_TABLE = "tokentrail_stats"
+STATS_COLUMNS = ("run_id", "sink", "pid", "updated_at", "written", "dropped", "failed", "rejected")
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,12 @@ def migrations(dialect: Dialect) -> dict[int, list[str]]:
             "CREATE INDEX IF NOT EXISTS ix_llm_calls_trace_id ON llm_calls (trace_id)",
             "CREATE INDEX IF NOT EXISTS ix_tool_calls_trace_id ON tool_calls (trace_id)",
             "CREATE INDEX IF NOT EXISTS ix_outcomes_trace_id ON outcomes (trace_id)",
+        ],
+        3: [  # records lost on their way to a sink, noted by the process that lost them (`tokentrail doctor`)
+            f"CREATE TABLE IF NOT EXISTS {STATS_TABLE} (\n  run_id TEXT NOT NULL,\n  sink TEXT NOT NULL,\n"
+            f"  pid {dialect.types['int']},\n  updated_at TEXT,\n  written {dialect.types['int']},\n"
+            f"  dropped {dialect.types['int']},\n  failed {dialect.types['int']},\n  rejected {dialect.types['int']},\n"
+            "  PRIMARY KEY (run_id, sink)\n)",
         ],
     }
 

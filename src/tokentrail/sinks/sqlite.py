@@ -7,6 +7,13 @@
 - Several processes may write one file: SQLite's busy timeout waits for the
   lock, a batch that still finds it locked is retried, and `INSERT OR IGNORE`
   on the record id makes a retry harmless.
+- A batch SQLite refuses for a bad value (IntegrityError, OverflowError, a
+  value it cannot bind, …) is split in halves, recursively, so only the bad
+  record(s) are lost: the rest is written and `RecordsRejected` tells the
+  pipeline how many were not (counted `rejected` for this store).
+- `write_stats(rows)` notes this process's losses per sink in
+  `tokentrail_stats` (one row per process and sink, upserted); `losses()`
+  reads them back for `tokentrail doctor`.
 - A file that is not a SQLite database, or a newer tokentrail's, is reported
   and left untouched.
 """
@@ -22,10 +29,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..errors import StoreError
+from ..errors import RecordsRejected, StoreError
 from ..record import FIELDS, LLMCall, Outcome, Span, ToolCall
 from .query import QueryBuilder, percentile
-from .schema import DIALECTS, SCHEMA_VERSION, TABLES, TableCodec, codecs, migrations
+from .schema import DIALECTS, SCHEMA_VERSION, STATS_COLUMNS, STATS_TABLE, TABLES, TableCodec, codecs, migrations
 
 __all__ = ["SQLiteStore", "SCHEMA_VERSION"]
 
@@ -41,6 +48,17 @@ def path_of(url: str) -> str:
     if path in ("", ":memory:"):
         return ":memory:"
     return str(Path(path).expanduser())
+
+
+_DATA_ERRORS = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError, sqlite3.ProgrammingError,
+                OverflowError, ValueError, TypeError)
+
+
+def _is_data_error(exc: BaseException) -> bool:
+    """A batch refused for what is in it (retrying it whole would fail again), not for the database's state."""
+    if isinstance(exc, sqlite3.ProgrammingError) and "closed" in str(exc).lower():
+        return False
+    return isinstance(exc, _DATA_ERRORS)
 
 
 class SQLiteStore:
@@ -110,6 +128,13 @@ class SQLiteStore:
         return local.conn
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
+        # A store already at this version needs no write lock: another process may hold it for long
+        # (a writer, or a backup), and opening the store should not wait for it.
+        try:
+            if conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == SCHEMA_VERSION:
+                return
+        except sqlite3.OperationalError:
+            pass  # no schema_version yet: create it below
         conn.execute("BEGIN IMMEDIATE")
         try:
             names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -146,7 +171,34 @@ class SQLiteStore:
     # -- the sink side -----------------------------------------------------------------------------
 
     def export(self, records: Sequence[Any]) -> None:
-        """Write a batch in one transaction; retried while another process holds the lock."""
+        """Write a batch in one transaction; retried while another process holds the lock. A batch refused
+        for a bad value is split until only the bad records are left out (`RecordsRejected` counts them)."""
+        try:
+            self._write_batch(records)
+        except Exception as exc:  # noqa: BLE001 - sorted below
+            if not _is_data_error(exc):
+                raise
+            rejected, cause = self._bisect(list(records), exc)
+            if rejected:
+                raise RecordsRejected(rejected, cause) from None
+
+    def _bisect(self, records: list[Any], cause: BaseException) -> tuple[int, BaseException]:
+        """Write what can be written of a refused batch, in halves; (records refused, one of the errors)."""
+        if len(records) <= 1:
+            return len(records), cause
+        rejected = 0
+        middle = len(records) // 2
+        for half in (records[:middle], records[middle:]):
+            try:
+                self._write_batch(half)
+            except Exception as exc:  # noqa: BLE001
+                if not _is_data_error(exc):
+                    raise  # locked, disk full, closed: the pipeline retries the whole batch (INSERT OR IGNORE)
+                n, cause = self._bisect(half, exc)
+                rejected += n
+        return rejected, cause
+
+    def _write_batch(self, records: Sequence[Any]) -> None:
         by_table: dict[TableCodec, list[Any]] = {}
         for record in records:
             table = _TABLES.get(type(record))
@@ -171,6 +223,36 @@ class SQLiteStore:
                 if attempt == 4 or not ("locked" in text or "busy" in text):
                     raise
                 time.sleep(0.05 * 2**attempt)
+
+    def write_stats(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Note losses: rows of `STATS_COLUMNS` (without `updated_at`), upserted by (run_id, sink)."""
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        values = [[now if c == "updated_at" else row.get(c) for c in STATS_COLUMNS] for row in rows]
+        sql = (f"INSERT OR REPLACE INTO {STATS_TABLE} ({', '.join(STATS_COLUMNS)}) "
+               f"VALUES ({', '.join('?' * len(STATS_COLUMNS))})")
+        with self._guard:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(sql, values)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def losses(self) -> list[dict[str, Any]]:
+        """Records lost on their way to each sink, as the processes that lost them noted (newest first):
+        `[{sink, processes, written, dropped, failed, rejected, last}]`."""
+        try:
+            rows = self._read(
+                f"SELECT sink, COUNT(*), SUM(written), SUM(dropped), SUM(failed), SUM(rejected), MAX(updated_at) "
+                f"FROM {STATS_TABLE} GROUP BY sink ORDER BY MAX(updated_at) DESC")
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return []  # a store from before losses were noted, opened read-only
+            raise
+        keys = ("sink", "processes", "written", "dropped", "failed", "rejected", "last")
+        return [dict(zip(keys, row)) for row in rows]
 
     def after_fork(self) -> None:
         self._local = threading.local()
