@@ -186,7 +186,7 @@ def _configured(signal: str) -> bool:
 
 
 def _exporter_names(signal: str) -> set[str]:
-    from opentelemetry.sdk import environment_variables as ev
+    from opentelemetry import environment_variables as ev
 
     variable = ev.OTEL_TRACES_EXPORTER if signal == "traces" else ev.OTEL_METRICS_EXPORTER
     return {part.strip().lower() for part in os.environ.get(variable, "otlp").split(",") if part.strip()}
