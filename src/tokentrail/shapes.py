@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["pick", "default_usage", "default_model", "default_response_text", "default_prompt"]
+__all__ = ["pick", "items", "default_usage", "default_model", "default_response_text", "default_prompt"]
 
 
 def pick(obj: Any, *path: Any) -> Any:
@@ -27,6 +27,11 @@ def pick(obj: Any, *path: Any) -> Any:
         else:
             obj = getattr(obj, step, None)
     return obj
+
+
+def items(value: Any) -> list[Any] | tuple[Any, ...]:
+    """A list from the wire, or nothing: a malformed body (`"choices": true`) reads as empty, never raises."""
+    return value if isinstance(value, (list, tuple)) else ()
 
 
 def default_usage(result: Any) -> Any:

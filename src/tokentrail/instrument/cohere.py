@@ -63,7 +63,7 @@ from typing import Any, Callable
 
 from ..errors import categorize
 from ..semconv import provider_from_url
-from ..shapes import pick
+from ..shapes import items, pick
 from .endpoint import Call, Endpoint, json_value, params, usage_fields
 from .method_point import method
 from .patch import Hook, MethodPatch
@@ -173,11 +173,6 @@ def billed(usage: Any) -> dict[str, Any]:
     if search is not None:
         fields["search_units"] = search
     return fields
-
-
-def items(value: Any) -> list[Any] | tuple[Any, ...]:
-    """A list from the wire, or nothing: a malformed body (`"generations": 3`) reads as empty, never raises."""
-    return value if isinstance(value, (list, tuple)) else ()
 
 
 def _text(content: Any) -> str | None:

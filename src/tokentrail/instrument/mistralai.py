@@ -62,7 +62,7 @@ from typing import Any, Callable
 from .. import log
 from ..errors import categorize
 from ..semconv import provider_from_url
-from ..shapes import pick
+from ..shapes import items, pick
 from .endpoint import Call, Endpoint, json_value, params, usage_fields
 from .patch import MethodPatch
 from .request_point import KEY, count_retry
@@ -121,11 +121,6 @@ def conversation_request(body: dict[str, Any]) -> tuple[dict[str, Any], Any]:
 
 
 # -- responses ---------------------------------------------------------------------------------------
-
-
-def items(value: Any) -> list[Any] | tuple[Any, ...]:
-    """A list from the wire, or nothing: a malformed body (`"choices": true`) reads as empty, never raises."""
-    return value if isinstance(value, (list, tuple)) else ()
 
 
 def _values(value: Any) -> Any:
