@@ -48,13 +48,23 @@ _hooked: set[str] = set()  # post-import hooks registered
 _patched: dict[str, list[Any]] = {}  # name -> how to undo each patch applied
 
 
-def register(name: str, module: str) -> None:
-    """Add an adapter (a module with NAME, DISTRIBUTION, MIN_VERSION, PATCHES) under `name`."""
+def register(name: str, module: Any) -> None:
+    """Add an adapter under `name`: a module (or its import path) with NAME, DISTRIBUTION, MIN_VERSION,
+    PATCHES, `call_of` and `provider_of`. `DISTRIBUTION = None` for your own code (no version gate)."""
     ADAPTERS[name] = module
 
 
 def _adapter(name: str) -> Any:
-    return importlib.import_module(ADAPTERS[name])
+    target = ADAPTERS[name]
+    return target if isinstance(target, types.ModuleType) else importlib.import_module(target)
+
+
+def _installed(module: Any) -> tuple[str | None, bool]:
+    """(installed version or None, whether it is supported) of an adapter's library."""
+    if module.DISTRIBUTION is None:  # the application's own code: always there, always supported
+        return "local", True
+    version = _version(module.DISTRIBUTION)
+    return version, version is not None and _parse(version) >= module.MIN_VERSION
 
 
 def _version(distribution: str) -> str | None:
@@ -92,10 +102,10 @@ def available() -> dict[str, str]:
     out = {}
     for name in ADAPTERS:
         module = _adapter(name)
-        version = _version(module.DISTRIBUTION)
+        version, supported = _installed(module)
         if version is None:
             continue
-        out[name] = version if _parse(version) >= module.MIN_VERSION else f"{version} (unsupported: needs >= {_minimum(module)})"
+        out[name] = version if supported else f"{version} (unsupported: needs >= {_minimum(module)})"
     return out
 
 
@@ -105,10 +115,9 @@ def status() -> list[dict[str, Any]]:
     rows = []
     for name in ADAPTERS:
         module = _adapter(name)
-        version = _version(module.DISTRIBUTION)
+        version, supported = _installed(module)
         rows.append({"name": name, "package": module.DISTRIBUTION, "minimum": _minimum(module), "installed": version,
-                     "supported": version is not None and _parse(version) >= module.MIN_VERSION,
-                     "patched": name in _patched})
+                     "supported": supported, "patched": name in _patched})
     return rows
 
 
@@ -128,10 +137,10 @@ def instrument(*names: str) -> dict[str, str]:
 
     for name in _check_names(names):
         module = _adapter(name)
-        version = _version(module.DISTRIBUTION)
+        version, supported = _installed(module)
         if version is None:
             continue
-        if _parse(version) < module.MIN_VERSION:
+        if not supported:
             log.warn_once(f"instrument.version.{name}", "tokentrail: %s %s is older than the supported %s; not instrumented",
                           name, version, _minimum(module))
             continue
