@@ -111,5 +111,9 @@ class JSONLSink:
         except FileNotFoundError:  # another process rotated it first
             pass
 
+    def after_fork(self) -> None:
+        """A fresh lock in a forked child."""
+        self._lock = threading.Lock()
+
     def __repr__(self) -> str:
         return f"JSONLSink({str(self.path)!r})"
