@@ -13,6 +13,12 @@ OpenAI reports token usage in a stream only when the request asks for it
 (`stream_options={"include_usage": True}`); tokentrail does not add it, since
 that would change the chunks your code sees. Without it a stream's tokens (and
 so its cost) are unknown.
+
+openai 0.27 / 0.28 (`openai.ChatCompletion.create`, `openai.Completion.create`,
+`openai.Embedding.create` and their `acreate`) has no such client: when one of
+those releases is installed, this adapter patches `APIRequestor.request` /
+`arequest` instead and reads the same `ENDPOINTS` there (`openai_legacy`'s
+table, chosen at import from the installed version, at the end of this module).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from .request_point import stainless_call_of, stainless_patches
 
 NAME = "openai"
 DISTRIBUTION = "openai"
-MIN_VERSION = (1, 0)
+MIN_VERSION = (0, 27)  # 0.27 and 0.28 through openai_legacy's patch table (end of module)
 PATCHES = stainless_patches("openai")
 
 _CHAT_PARAMS = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "frequency_penalty",
@@ -222,3 +228,19 @@ def provider_of(client: Any) -> str:
     if "Azure" in type(client).__name__:
         return "azure.ai.openai"
     return provider_from_url(str(getattr(client, "base_url", "")))
+
+
+def _legacy_installed() -> bool:
+    """Whether the installed openai is a 0.x release (the module-level API, before 1.0's clients)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(DISTRIBUTION).startswith("0.")
+    except metadata.PackageNotFoundError:
+        return False
+
+
+if _legacy_installed():  # one adapter name for both majors: 0.x gets its own patch table, the same endpoints
+    from .openai_legacy import legacy_call_of, legacy_patches, provider_of  # noqa: F811
+
+    PATCHES, call_of = legacy_patches(), legacy_call_of(ENDPOINTS)
