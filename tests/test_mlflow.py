@@ -125,6 +125,16 @@ def test_a_resumed_run_continues_its_steps_and_totals(store):
     assert [step for step, _ in history(store, run_id, "llm.tokens.prompt")] == [1, 2, 3]
 
 
+def test_a_call_that_started_before_the_run_is_not_the_runs(store):
+    """Without the run read as the call started, a record that arrives while a run is active is the run's
+    only if the call started after the run did."""
+    before = call(1, started_at=datetime.now(timezone.utc) - timedelta(minutes=5))
+    with mlflow.start_run() as run:
+        during = call(2, started_at=datetime.now(timezone.utc) + timedelta(seconds=1))
+        MLflowSink().export([before, during])
+    assert history(store, run.info.run_id, "llm.tokens.prompt") == [(1, 200)]
+
+
 def test_the_reader_names_the_run_of_the_calling_thread(store):
     sink = MLflowSink()
     assert sink.read_labels() is None
@@ -186,7 +196,7 @@ def test_metrics_go_in_batches_of_mlflows_limit_and_a_lost_artifact_is_counted(c
 
 
 def test_without_mlflow_init_fails_with_the_install_command(monkeypatch):
-    monkeypatch.setattr(mlflow_sink.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(mlflow_sink, "_installed", lambda: False)
     with pytest.raises(ConfigError, match=r"pip install 'tokentrail\[mlflow\]'"):
         tokentrail.init(store=None, exporters=["mlflow"], instrument=False)
 

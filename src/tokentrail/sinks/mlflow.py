@@ -9,8 +9,8 @@ thread that made the call, as the call started: the core reads it there
 (`read_labels`, installed by `init()`) into `metadata["mlflow_run_id"]`, so a
 call is logged to its run even when the record reaches this sink after the run
 ended. A record without that label goes to the run active in this process now,
-if exactly one thread has one; otherwise it is not logged. Calls made outside
-any run are not logged.
+if exactly one thread has one and the call started after the run did; otherwise
+it is not logged. Calls made outside any run are not logged.
 
 What. Per call, at step = the call's number in the run (1, 2, …) and the time
 the call ended: `llm.tokens.prompt`, `llm.tokens.completion`, `llm.tokens.total`,
@@ -79,8 +79,7 @@ class _Totals:
 
 
 def _end_ms(call: LLMCall) -> int:
-    start = call.started_at.timestamp() * 1000 if call.started_at is not None else 0.0
-    return int(start + (call.duration_ms or 0.0))
+    return int(_started_ms(call) + (call.duration_ms or 0.0))
 
 
 class MLflowSink:
@@ -90,7 +89,7 @@ class MLflowSink:
 
     def __init__(self, client: Any = None) -> None:
         """`client`: an `MlflowClient` to log with (default: one for the current tracking URI)."""
-        if importlib.util.find_spec("mlflow") is None:
+        if not _installed():
             raise ConfigError(f"tokentrail: the `mlflow` exporter needs MLflow: {INSTALL}")
         self.client = client
         self.runs: dict[str, _Totals] = {}
@@ -112,7 +111,8 @@ class MLflowSink:
 
     def export(self, records: Sequence[Any]) -> None:
         by_run: dict[str, list[LLMCall]] = {}
-        fallback, looked = None, False
+        fallback: tuple[str, int] | None = None
+        looked = False
         for record in records:
             if not isinstance(record, LLMCall):
                 continue
@@ -120,7 +120,7 @@ class MLflowSink:
             if not isinstance(run_id, str):
                 if not looked:
                     fallback, looked = _only_active_run(), True
-                run_id = fallback
+                run_id = fallback[0] if fallback is not None and _started_ms(record) >= fallback[1] else None
             if run_id:
                 by_run.setdefault(run_id, []).append(record)
         if not by_run:
@@ -195,6 +195,13 @@ class MLflowSink:
         return "MLflowSink()"
 
 
+def _installed() -> bool:
+    try:
+        return importlib.util.find_spec("mlflow") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def _seed(client: Any, run_id: str) -> _Totals:
     """The step count and totals a run already holds (a run resumed in another process), read once."""
     history = client.get_metric_history(run_id, "llm.tokens.cumulative.total")
@@ -206,15 +213,20 @@ def _seed(client: Any, run_id: str) -> _Totals:
                    total=latest.get("llm.tokens.cumulative.total", 0), cost=latest.get("llm.cost.cumulative", 0.0))
 
 
-def _only_active_run() -> str | None:
-    """The run active on some thread of this process now, if exactly one is (for records whose run was not
-    read as the call started). MLflow keeps its run stacks per thread; this reads all of them."""
+def _started_ms(call: LLMCall) -> float:
+    return call.started_at.timestamp() * 1000 if call.started_at is not None else 0.0
+
+
+def _only_active_run() -> tuple[str, int] | None:
+    """(id, start time in ms) of the run active on some thread of this process now, if exactly one is (for
+    records whose run was not read as the call started). MLflow keeps its run stacks per thread; this
+    reads all of them."""
     fluent = sys.modules.get("mlflow.tracking.fluent")
     stacks = getattr(getattr(fluent, "_active_run_stack", None), "get_all_thread_values", None)
     if stacks is None:
         return None
     try:
-        found = {stack[-1].info.run_id for stack in stacks().values() if stack}
+        found = {(stack[-1].info.run_id, stack[-1].info.start_time or 0) for stack in stacks().values() if stack}
     except Exception:  # noqa: BLE001 - MLflow's internals moved: no fallback
         return None
     return found.pop() if len(found) == 1 else None

@@ -53,6 +53,7 @@ by `close_timeout`.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import threading
@@ -157,6 +158,7 @@ class RecordIds:
         return bool(getattr(self.fallback, "is_trace_id_random", lambda: True)())
 
 
+@functools.lru_cache(maxsize=None)
 def _record_ids_class() -> type:
     """`RecordIds` as a subclass of the SDK's `IdGenerator` (built when the SDK is imported)."""
     return type("RecordIds", (RecordIds, _id_generator_base()), {"__doc__": RecordIds.__doc__})
@@ -309,8 +311,10 @@ def _size(batch: Any) -> int:
 def _counted_span_exporter(inner: Any, sink: OTelSink) -> Any:
     from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-    cls = type("CountedSpanExporter", (_Counted, SpanExporter), {"failure": SpanExportResult.FAILURE})
-    return cls(inner, sink, "traces")
+    class CountedSpanExporter(_Counted, SpanExporter):
+        failure = SpanExportResult.FAILURE
+
+    return CountedSpanExporter(inner, sink, "traces")
 
 
 def _counted_metric_exporter(inner: Any, sink: OTelSink) -> Any:
