@@ -75,8 +75,9 @@ def test_calls_in_a_run_are_its_metrics_step_by_step(store):
     latency = sorted(store.get_metric_history(run_id, "llm.latency"), key=lambda m: m.step)
     assert [m.timestamp for m in latency] == [int(c.started_at.timestamp() * 1000 + c.duration_ms) for c in calls]
     artifacts = [f.path for f in store.list_artifacts(run_id, "tokentrail")]
-    lines = [json.loads(line) for path in artifacts
-             for line in open(store.download_artifacts(run_id, path), encoding="utf-8").read().splitlines()]
+    lines = sorted((json.loads(line) for path in artifacts
+                    for line in open(store.download_artifacts(run_id, path), encoding="utf-8").read().splitlines()),
+                   key=lambda item: item["step"])
     assert [(item["step"], item["output_text"]) for item in lines] == [(1, "answer 1"), (2, "answer 2"), (3, "answer 3")]
     assert lines[0]["id"] == calls[0].id and lines[0]["input_messages"] == [{"role": "user", "content": "question 1"}]
 
