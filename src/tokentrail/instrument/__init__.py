@@ -40,6 +40,8 @@ ADAPTERS = {
     "bedrock": "tokentrail.instrument.bedrock",
     "langchain": "tokentrail.instrument.langchain",
     "llama_index": "tokentrail.instrument.llama_index",
+    "litellm": "tokentrail.instrument.litellm",
+    "dspy": "tokentrail.instrument.dspy",
 }
 
 _lock = threading.RLock()
