@@ -1,100 +1,219 @@
-"""What zero-code capture costs the calling thread: the real `openai` client, tracked vs not.
+"""What zero-code capture costs: the real `openai` / `anthropic` clients, recording vs not.
 
-    python bench/overhead.py
+    python bench/overhead.py                 # all scenarios
+    python bench/overhead.py --pairs 300 openai-chat openai-stream
 
-The same `openai.OpenAI` client runs on an in-process transport that answers
-with fixed bytes (a chat completion, or a 100-chunk stream with usage), so the
-untracked call is the SDK's own work: building the request, parsing the reply.
+Each scenario runs the real SDK client on an in-process transport that replays
+fixed bytes (a chat completion, or a 100-chunk stream with usage, delivered one
+SSE frame per read as a network would), so the untracked call is the SDK's own
+work: building the request, parsing the reply.
 
-1. Recording. The SDK is instrumented once, as in an application. Short
-   blocks alternate recording on and off (`untrack()` makes the wrapper a
-   pass-through), timed with the calling thread's CPU clock
-   (`time.thread_time`), so the background writer is not counted against the
-   call; the figure is the median of (tracked - untracked) per call.
-   Why not patch and unpatch between blocks: every change to a class makes
-   CPython drop its attribute caches and specialized bytecode for that class,
-   and the next block pays to rebuild them — a cost of the benchmark, not of
-   an application, which patches once (we measured ~15 µs per call of it).
-2. The patch itself when not recording: the patched `request` /
-   `_process_response` against the originals, on a stand-in for the network
-   call, in a tight loop (wrapt's C wrapper plus one check).
+Two figures per scenario, both per call, in µs and as a share of the bare call
+measured in the same run:
+
+- **caller**: CPU of the calling thread (`time.thread_time`) — what the
+  application's thread pays;
+- **process**: CPU of the whole process (`time.process_time`), the background
+  worker included — what the machine pays. The worker's share of a block is
+  done in the `flush()` that ends each pair of blocks and is timed with the
+  tracked block.
+
+Method (the machine is shared and noisy, so only figures from one process are
+compared, and only as medians of differences):
+
+- The SDK is instrumented once, as in an application. Short blocks alternate
+  recording on and off with `tokentrail.untrack()` / `track()` (the wrapper
+  becomes a pass-through). Patching and unpatching between blocks would
+  measure the benchmark: every change to a class makes CPython drop its
+  attribute caches and specialized bytecode for that class, and the next block
+  pays to rebuild them (~15 µs per call), which an application never does.
+- The order alternates (bare first, then tracked first) so that drift and
+  warm caches cancel.
+- One `flush()` per pair of blocks, never one per block: a flush after each
+  block puts most garbage collections in the tracked block (≈ 1 point of bias).
+  The worker's wake-up interval is set longer than a pair, so it works only in
+  that flush, not during the next (possibly bare) block.
+- After warm-up the heap is frozen (`gc.freeze()`): a full collection rescanning
+  the SDKs' import-time objects (tens of ms) would otherwise land at random in
+  one block. Collections of what the blocks allocate still happen in both.
+- The figure is the median over pairs of (tracked − bare) per call; the
+  untracked call's median is the 100 % it is compared with.
+
+`measure()` and the scenario builders are importable (bench/peers.py measures
+other trackers with the same method).
 """
 
 from __future__ import annotations
 
+import argparse
+import gc
+import json
 import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
-import openai
-
-import tokentrail
 from tokentrail.testing import FakeProvider, http_module
 
 PAIRS = 200
-CHAT_CALLS = 20
-STREAM_CALLS = 4
 MESSAGES = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Summarize the quarterly report."}]
+ANTHROPIC_MESSAGES = [{"role": "user", "content": "Summarize the quarterly report."}]
+REPLY_WORDS = 97  # openai: role chunk + 97 words + finish + usage = 100 chunks
 
 
-def fixed_client(fake: FakeProvider, body: dict) -> openai.OpenAI:
-    """A client whose transport replays one recorded answer (no per-call JSON building in the fake)."""
-    http = http_module("openai")
-    reply = fake.reply("POST", "/v1/chat/completions", {"content-type": "application/json"}, __import__("json").dumps(body).encode())
-    payload = b"".join(reply.frames) if reply.frames is not None else reply.body
+# -- clients that replay one recorded answer -------------------------------------------------------
 
-    def handler(request):
+
+def replay_client(sdk: str, path: str, body: dict[str, Any], fake: FakeProvider | None = None) -> Any:
+    """A real client of `sdk` whose transport answers every request with the fake's answer to
+    `body` (built once: no per-call JSON building in the fake). Streams arrive one SSE frame per read."""
+    fake = fake or FakeProvider(reply=" ".join(["word"] * REPLY_WORDS))
+    http = http_module(sdk)
+    reply = fake.reply("POST", path, {"content-type": "application/json"}, json.dumps(body).encode())
+    frames, payload = reply.frames, reply.body
+
+    def handler(request: Any) -> Any:
         request.read()
-        return http.Response(reply.status, headers=reply.headers, content=payload)
+        content = payload if frames is None else iter(frames)
+        return http.Response(reply.status, headers=reply.headers, content=content)
 
-    return openai.OpenAI(api_key="sk-bench", http_client=http.Client(transport=http.MockTransport(handler)), max_retries=0)
+    client = http.Client(transport=http.MockTransport(handler))
+    if sdk == "openai":
+        import openai
 
+        return openai.OpenAI(api_key="sk-bench", base_url="https://api.openai.com/v1", http_client=client, max_retries=0)
+    import anthropic
 
-def chat_block(client: openai.OpenAI) -> None:
-    for _ in range(CHAT_CALLS):
-        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, temperature=0.2)
-
-
-def stream_block(client: openai.OpenAI) -> None:
-    for _ in range(STREAM_CALLS):
-        for _chunk in client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True,
-                                                     stream_options={"include_usage": True}):
-            pass
+    return anthropic.Anthropic(api_key="sk-ant-bench", base_url="https://api.anthropic.com", http_client=client, max_retries=0)
 
 
-def cpu_us(block, client, calls: int) -> float:
-    start = time.thread_time()
-    block(client)
-    return (time.thread_time() - start) / calls * 1e6
+@dataclass
+class Scenario:
+    name: str
+    what: str
+    calls: int  # per block
+    block: Callable[[], None]
 
 
-def measure(block, client, calls: int) -> tuple[float, float, float]:
-    """Median and p90 of (tracked - untracked) CPU µs per call, and the untracked call's median."""
-    diffs, bare_times = [], []
-    for i in range(PAIRS):
-        order = ("bare", "tracked") if i % 2 == 0 else ("tracked", "bare")
-        times = {}
-        for mode in order:
-            tokentrail.untrack() if mode == "bare" else tokentrail.track()
-            times[mode] = cpu_us(block, client, calls)
-        tokentrail.flush(30)  # keep the queue short; not timed
-        diffs.append(times["tracked"] - times["bare"])
-        bare_times.append(times["bare"])
-    tokentrail.track()
-    return statistics.median(diffs), statistics.median(bare_times), statistics.quantiles(diffs, n=10)[8]
+def scenarios() -> dict[str, Callable[[], Scenario]]:
+    """Builders of every scenario (each imports its SDK only when built)."""
+
+    def openai_chat() -> Scenario:
+        client = replay_client("openai", "/v1/chat/completions", {"model": "gpt-4o-mini", "messages": MESSAGES})
+        create = client.chat.completions.create
+
+        def block() -> None:
+            for _ in range(20):
+                create(model="gpt-4o-mini", messages=MESSAGES, temperature=0.2)
+
+        return Scenario("openai-chat", "openai chat call", 20, block)
+
+    def openai_stream() -> Scenario:
+        client = replay_client("openai", "/v1/chat/completions", {"model": "gpt-4o-mini", "messages": MESSAGES,
+                                                                  "stream": True, "stream_options": {"include_usage": True}})
+        create = client.chat.completions.create
+        chunks = sum(1 for _ in create(model="gpt-4o-mini", messages=MESSAGES, stream=True))
+
+        def block() -> None:
+            for _ in range(4):
+                for _chunk in create(model="gpt-4o-mini", messages=MESSAGES, stream=True,
+                                     stream_options={"include_usage": True}):
+                    pass
+
+        return Scenario("openai-stream", f"openai {chunks}-chunk stream", 4, block)
+
+    def anthropic_messages() -> Scenario:
+        client = replay_client("anthropic", "/v1/messages", {"model": "claude-haiku-4-5", "max_tokens": 256,
+                                                             "messages": ANTHROPIC_MESSAGES})
+        create = client.messages.create
+
+        def block() -> None:
+            for _ in range(20):
+                create(model="claude-haiku-4-5", max_tokens=256, messages=ANTHROPIC_MESSAGES)
+
+        return Scenario("anthropic-messages", "anthropic messages call", 20, block)
+
+    def anthropic_stream() -> Scenario:
+        client = replay_client("anthropic", "/v1/messages", {"model": "claude-haiku-4-5", "max_tokens": 256,
+                                                             "messages": ANTHROPIC_MESSAGES, "stream": True})
+        create = client.messages.create
+        events = sum(1 for _ in create(model="claude-haiku-4-5", max_tokens=256, messages=ANTHROPIC_MESSAGES, stream=True))
+
+        def block() -> None:
+            for _ in range(4):
+                for _event in create(model="claude-haiku-4-5", max_tokens=256, messages=ANTHROPIC_MESSAGES, stream=True):
+                    pass
+
+        return Scenario("anthropic-stream", f"anthropic {events}-event stream", 4, block)
+
+    return {"openai-chat": openai_chat, "openai-stream": openai_stream,
+            "anthropic-messages": anthropic_messages, "anthropic-stream": anthropic_stream}
+
+
+# -- the measurement ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    caller_us: float  # median added calling-thread CPU per call
+    caller_bare_us: float  # the untracked call's calling-thread CPU
+    process_us: float  # median added whole-process CPU per call (worker included)
+    process_bare_us: float
+    caller_p90_us: float
+    process_p90_us: float
+
+    @property
+    def caller_pct(self) -> float:
+        return 100 * self.caller_us / self.caller_bare_us
+
+    @property
+    def process_pct(self) -> float:
+        return 100 * self.process_us / self.process_bare_us
+
+
+def measure(block: Callable[[], None], calls: int, on: Callable[[], None], off: Callable[[], None],
+            flush: Callable[[], Any], pairs: int = PAIRS) -> Result:
+    """Alternate `off` / `on` blocks (`pairs` of each), one `flush()` per pair, timed with the
+    thread's and the process's CPU clocks; medians of the per-pair differences per call."""
+    thread_time, process_time = time.thread_time, time.process_time
+    caller, process, caller_bare, process_bare = [], [], [], []
+    for i in range(pairs):
+        order = (False, True) if i % 2 == 0 else (True, False)
+        t: dict[bool, float] = {}
+        p: dict[bool, float] = {}
+        for tracked in order:
+            (on if tracked else off)()
+            t0, p0 = thread_time(), process_time()
+            block()
+            t1, p1 = thread_time(), process_time()
+            t[tracked], p[tracked] = t1 - t0, p1 - p0
+        p0 = process_time()
+        flush()  # the worker finishes the tracked block's records here
+        p[True] += process_time() - p0
+        scale = 1e6 / calls
+        caller.append((t[True] - t[False]) * scale)
+        process.append((p[True] - p[False]) * scale)
+        caller_bare.append(t[False] * scale)
+        process_bare.append(p[False] * scale)
+    on()
+    return Result(statistics.median(caller), statistics.median(caller_bare), statistics.median(process),
+                  statistics.median(process_bare), statistics.quantiles(caller, n=10)[8],
+                  statistics.quantiles(process, n=10)[8])
 
 
 def pass_through_us() -> float:
-    """µs the patch adds per call when not recording: our two wrappers (request, _process_response)
-    on the same wrapt C wrapper, around no-op methods, against the bare no-ops."""
+    """µs the patch adds per call when not recording: our wrappers on `request` and
+    `_process_response` (wrapt's C wrapper plus one check), around no-op methods, against the no-ops."""
     import wrapt
 
-    from tokentrail.instrument import _wrap
+    import tokentrail
     from tokentrail.instrument import openai as adapter
+    from tokentrail.instrument import request_point
 
-    sync_request, _ = _wrap.request_wrappers(adapter)
+    sync_request = request_point._request_wrappers(adapter)[0]
 
     class Bare:
         def request(self, cast_to, options, *, stream=False, stream_cls=None):
@@ -105,9 +224,9 @@ def pass_through_us() -> float:
 
     class Patched(Bare):
         request = wrapt.FunctionWrapper(Bare.request, sync_request)
-        _process_response = wrapt.FunctionWrapper(Bare._process_response, _wrap.keep_raw)
+        _process_response = wrapt.FunctionWrapper(Bare._process_response, request_point.keep_raw(adapter))
 
-    def loop(client, n=50_000):
+    def loop(client: Any, n: int = 50_000) -> float:
         start = time.thread_time()
         for _ in range(n):
             client.request(None, None, stream=False, stream_cls=None)
@@ -120,25 +239,50 @@ def pass_through_us() -> float:
     return statistics.median(diffs)
 
 
-def main() -> None:
-    fake = FakeProvider(reply=" ".join(["word"] * 97))  # role chunk + 97 words + finish + usage = 100 chunks
+def _row(what: str, r: Result) -> str:
+    return (f"| {what} | +{r.caller_us:.1f} µs ({r.caller_pct:.2f} %) of {r.caller_bare_us:,.0f} µs "
+            f"| +{r.process_us:.1f} µs ({r.process_pct:.2f} %) of {r.process_bare_us:,.0f} µs "
+            f"| {r.caller_p90_us:.1f} / {r.process_p90_us:.1f} µs |")
+
+
+def main(argv: list[str] | None = None) -> None:
+    builders = scenarios()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("names", nargs="*", help=f"scenarios (default: all): {', '.join(builders)}")
+    parser.add_argument("--pairs", type=int, default=PAIRS, help=f"block pairs per scenario (default {PAIRS})")
+    parser.add_argument("--no-pass-through", action="store_true", help="skip the patch-only loop")
+    args = parser.parse_args(argv)
+    names = args.names or list(builders)
+    unknown = [n for n in names if n not in builders]
+    if unknown:
+        parser.error(f"unknown scenario {unknown}; choose from {', '.join(builders)}")
+
+    import tokentrail
+
+    versions = []
     with tempfile.TemporaryDirectory() as tmp:
-        tokentrail.init(f"sqlite:///{Path(tmp) / 'bench.db'}", instrument=["openai"])
-        chat = fixed_client(fake, {"model": "gpt-4o-mini", "messages": MESSAGES})
-        stream = fixed_client(fake, {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True,
-                                     "stream_options": {"include_usage": True}})
-        chunks = sum(1 for _ in stream.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True))
-        for _ in range(3):  # warm up imports, caches, the worker, price lookup
-            chat_block(chat)
-            stream_block(stream)
-        tokentrail.flush(30)
-        added, bare, p90 = measure(chat_block, chat, CHAT_CALLS)
-        print(f"chat call, recording: +{added:.1f} us per call on the calling thread (p90 {p90:.1f}); untracked SDK call {bare:.0f} us")
-        added, bare, p90 = measure(stream_block, stream, STREAM_CALLS)
-        print(f"{chunks}-chunk stream, recording: +{added:.1f} us per stream on the calling thread (p90 {p90:.1f}); untracked {bare:.0f} us")
-        print(f"the patch itself, not recording: +{pass_through_us():.2f} us per call")
+        # The worker wakes only when flushed (the wake-up interval is longer than a pair of blocks).
+        tokentrail.init(f"sqlite:///{Path(tmp) / 'bench.db'}", instrument=["openai", "anthropic"], flush_interval=3600)
+        print("| scenario | caller: added per call (% of the bare call) | whole process, worker included | p90 caller / process |")
+        print("| --- | --- | --- | --- |")
+        for name in names:
+            scenario = builders[name]()
+            for _ in range(5):  # warm up imports, caches, the worker, price lookup
+                scenario.block()
+            tokentrail.flush(30)
+            gc.collect()
+            gc.freeze()  # the SDKs' import-time heap: not rescanned by a full collection landing in one block
+            result = measure(scenario.block, scenario.calls, tokentrail.track, tokentrail.untrack,
+                             lambda: tokentrail.flush(30), args.pairs)
+            print(_row(scenario.what, result), flush=True)
+        if not args.no_pass_through:
+            print(f"\nthe patch itself, not recording: +{pass_through_us():.2f} µs per call")
         tokentrail.shutdown()
-    print(f"openai {openai.__version__}, python {sys.version.split()[0]}")
+    for sdk in ("openai", "anthropic"):
+        module = sys.modules.get(sdk)
+        if module is not None:
+            versions.append(f"{sdk} {module.__version__}")
+    print(f"{', '.join(versions)}, python {sys.version.split()[0]}")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ forget the switch.
 from __future__ import annotations
 
 import math
+import random
 import time
 from datetime import datetime, timezone
 from typing import Any
@@ -30,12 +31,16 @@ from .redact import encodable, scrub
 from .record import FIELD_KINDS, FIELDS, RECORD_TYPES, LLMCall, Outcome, Span, ToolCall
 from .semconv import normalize_operation, normalize_provider
 from .runtime import submit
-from .usage import coerce_count
+from .usage import MAX_COUNT, coerce_count
 
 __all__ = ["PendingCall", "PendingTool", "PendingOutcome", "PendingSpan", "record_id", "coerce_field", "error_fields", "safe_params"]
 
 _perf_ns = time.perf_counter_ns
 _wall_ns = time.time_ns
+_rand = random.getrandbits  # as context.new_trace_id / new_span_id, without their frames
+_attributes_get = attributes_var.get
+_workflow_get = current_workflow.get
+_span_get = current_span.get
 _UTC = timezone.utc
 _ERROR_MESSAGE_MAX = 2000
 
@@ -104,6 +109,23 @@ _COERCE: dict[str, Any] = {
 }
 
 
+# Per set of record fields: field -> the type whose values need no coercion (a count also in range),
+# or `object` for a field that is always coerced. Not there: protected, metadata, tags, unknown names.
+_PLAIN_KINDS = {"int": int, "str": str, "dict": dict}
+_plain_sets: dict[frozenset[str], dict[str, type]] = {}
+
+
+def _plain_fields(allowed: frozenset[str]) -> dict[str, type]:
+    plain = _plain_sets.get(allowed)
+    if plain is None:
+        kinds = {name: kind for cls in RECORD_TYPES for name, kind in FIELD_KINDS[cls].items()}
+        plain = _plain_sets[allowed] = {
+            name: _PLAIN_KINDS.get(kinds[name], object) for name in allowed
+            if name not in _PROTECTED and name not in ("metadata", "tags")
+        }
+    return plain
+
+
 def coerce_field(name: str, value: Any) -> Any:
     """A record field's value in the field's type; `None` (and one warning) when it cannot be."""
     if value is None:
@@ -125,15 +147,37 @@ _NAME_FIELDS = frozenset({"id", "trace_id", "span_id", "parent_span_id", "provid
                           "finish_reasons", "workflow_run_id", "name", "tool_call_id"})
 
 
-def _scrubbed(out: dict[str, Any]) -> dict[str, Any]:
-    """Every stored text masked and credential-named keys dropped (redact.py), once, before the record exists."""
+def _scrub_actions() -> dict[str, int]:
+    """Per field: 1 = a name (kept as it is, made encodable), 2 = text, scrubbed; absent = nothing to do
+    (numbers, times, and the hex ids tokentrail formats itself)."""
+    actions = {}
+    for cls in RECORD_TYPES:
+        for name, kind in FIELD_KINDS[cls].items():
+            if name in ("id", "trace_id", "span_id", "parent_span_id"):
+                continue
+            if name in _NAME_FIELDS:
+                actions[name] = 1
+            elif kind in ("str", "str_list", "dict", "json"):
+                actions[name] = 2
+    return actions
+
+
+_SCRUB_ACTIONS = _scrub_actions()
+
+
+def _scrubbed(out: dict[str, Any], done: str | None = None) -> dict[str, Any]:
+    """Every stored text masked and credential-named keys dropped (redact.py), once, before the record
+    exists (`done`: a field already scrubbed)."""
+    actions = _SCRUB_ACTIONS
     for name, value in out.items():
-        if value is None:
+        action = actions.get(name)
+        if action is None or value is None:
             continue
-        if name in _NAME_FIELDS:
-            if type(value) is str:
+        kind = type(value)
+        if action == 1:
+            if kind is str and not value.isascii():
                 out[name] = encodable(value)
-        elif type(value) in (str, dict, list):
+        elif (kind is str or kind is dict or kind is list) and name != done:
             out[name] = scrub(value)
     return out
 
@@ -225,14 +269,24 @@ class _Pending:
 
     def _base(self, time_field: str, timed: bool = True) -> dict[str, Any]:
         """Ids, time (and duration), attribution, for the worker."""
-        out: dict[str, Any] = {
-            "id": record_id(self.wall_ns, self.span or new_span_id()),
-            "trace_id": f"{self.trace:032x}",
-            "parent_span_id": None if self.parent is None else f"{self.parent:016x}",
-            time_field: datetime.fromtimestamp(self.wall_ns / 1e9, _UTC),
-        }
-        if self.span is not None:
-            out["span_id"] = f"{self.span:016x}"
+        span, parent = self.span, self.parent
+        try:  # int.to_bytes().hex(): half the cost of format() for the same digits
+            out: dict[str, Any] = {
+                "id": (self.wall_ns // 1_000_000).to_bytes(6, "big").hex() + (span or new_span_id()).to_bytes(8, "big").hex(),
+                "trace_id": self.trace.to_bytes(16, "big").hex(),
+                "parent_span_id": None if parent is None else parent.to_bytes(8, "big").hex(),
+            }
+            if span is not None:
+                out["span_id"] = span.to_bytes(8, "big").hex()
+        except (OverflowError, AttributeError):  # an id out of its W3C size: formatted as it is
+            out = {
+                "id": record_id(self.wall_ns, span or new_span_id()),
+                "trace_id": f"{self.trace:032x}",
+                "parent_span_id": None if parent is None else f"{parent:016x}",
+            }
+            if span is not None:
+                out["span_id"] = f"{span:016x}"
+        out[time_field] = datetime.fromtimestamp(self.wall_ns / 1e9, _UTC)
         if timed:
             end = self.end_ns if self.end_ns is not None else _perf_ns()
             out["duration_ms"] = (end - self.start_ns) / 1e6
@@ -252,8 +306,15 @@ class _Pending:
 
     def _apply(self, out: dict[str, Any], allowed: frozenset[str]) -> None:
         """Lay the explicitly set fields over `out`: known fields coerced, the rest into metadata."""
+        plain_of = _plain_fields(allowed)
         for name, value in self.fields.items():
-            if name in _PROTECTED:
+            plain = plain_of.get(name)
+            if plain is not None:  # a known, settable field (the usual case): no coercion when of its type
+                if type(value) is plain and (plain is not int or 0 <= value <= MAX_COUNT):
+                    out[name] = value
+                else:
+                    out[name] = coerce_field(name, value)
+            elif name in _PROTECTED:
                 log.warn_once(f"protected.{name}", "tokentrail: ignored %s=%r: tokentrail sets this field itself", name, value)
             elif name == "metadata":
                 if isinstance(value, dict):
@@ -307,16 +368,24 @@ class PendingCall(_Pending):
                  "content_in", "content_out", "first_chunk_ns")
 
     def __init__(self, provider: Any, model: Any, operation: Any = "chat", source: str = "manual", route: Any = None) -> None:
-        self.provider = provider
-        self.model = model
-        self.operation = operation
-        self.source = source
-        self.error = None
-        self.error_category = None
-        self.content_in = None
-        self.content_out = None
-        self.first_chunk_ns = None
-        self._capture(route)
+        # _capture(route), unrolled: every patched SDK call runs this on the calling thread.
+        self.provider, self.model, self.operation, self.source, self.route = provider, model, operation, source, route
+        self.error = self.error_category = self.content_in = self.content_out = self.first_chunk_ns = None
+        self.end_ns = self._token = None
+        self._attrs = _attributes_get()
+        self._workflow = _workflow_get()
+        self.fields = {}
+        parent = _span_get()
+        if parent is not None and (parent.end_ns is not None or parent.defers):
+            parent = self._claim(parent)
+        self.outer = parent
+        if parent is None:
+            self.trace, self.parent = _rand(128) or 1, None
+        else:
+            self.trace, self.parent = parent.trace, parent.span
+        self.span = _rand(64) or 1
+        self.wall_ns = _wall_ns()
+        self.start_ns = _perf_ns()
 
     def scope_fields(self, needed: frozenset[str]) -> dict[str, Any]:
         """The budget-scope fields (only those in `needed`) of this call, before it starts (calling thread)."""
@@ -366,7 +435,7 @@ class PendingCall(_Pending):
             out.pop("output_text", None)
         if not self._first_record_of(out.get("response_id")):
             return None
-        return LLMCall(**_scrubbed(out))
+        return LLMCall(**_scrubbed(out, "request_params"))
 
     def _estimate_tokens(self, out: dict[str, Any]) -> None:
         """A stream that reported no usage gets estimated counts, flagged (estimate.py), so it has a cost.

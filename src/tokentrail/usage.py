@@ -89,10 +89,33 @@ def _gemini_names(usage: Any) -> tuple[str, ...] | None:
     return None
 
 
+def _count(value: Any, name: str) -> int | None:
+    return value if type(value) is int and 0 <= value <= MAX_COUNT else coerce_count(value, name)
+
+
+def _openai_chat_dict(usage: dict[str, Any], out: dict[str, int | None]) -> bool:
+    """The fast path (the worker reads parsed JSON): OpenAI chat usage as a plain dict. False: not that shape."""
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    if prompt is None and completion is None:
+        return False
+    details, completion_details = usage.get("prompt_tokens_details"), usage.get("completion_tokens_details")
+    if (details is not None and type(details) is not dict) or (completion_details is not None and type(completion_details) is not dict):
+        return False
+    out["input_tokens"] = _count(prompt, "prompt_tokens") if prompt is not None else None
+    out["output_tokens"] = _count(completion, "completion_tokens") if completion is not None else None
+    cached = details.get("cached_tokens") if details else None
+    out["cache_read_tokens"] = _count(cached, "cached_tokens") if cached is not None else None
+    reasoning = completion_details.get("reasoning_tokens") if completion_details else None
+    out["reasoning_tokens"] = _count(reasoning, "reasoning_tokens") if reasoning is not None else None
+    return True
+
+
 def normalize_usage(usage: Any) -> dict[str, int | None]:
     """Our five token counts from any supported spelling (see the module docstring)."""
     out: dict[str, int | None] = dict.fromkeys(TOKEN_KEYS)
     if usage is None:
+        return out
+    if type(usage) is dict and _openai_chat_dict(usage, out):
         return out
     def count(obj: Any, name: str) -> int | None:
         return coerce_count(_get(obj, name), name)

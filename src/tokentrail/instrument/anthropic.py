@@ -14,6 +14,8 @@ rather than in `input_tokens`, so token totals stay what was consumed.
 
 from __future__ import annotations
 
+from itertools import repeat
+from operator import not_
 from typing import Any
 
 from ..semconv import provider_from_url
@@ -62,8 +64,21 @@ def messages_chunks(events: list[Any]) -> tuple[dict[str, Any], Any]:
     usage: dict[str, Any] = {}
     text: list[str] = []
     tools = 0
+    chunks = 0
     for event in events:
-        kind = pick(event, "type")
+        if type(event) is dict:  # parsed JSON (the worker's usual case): plain lookups
+            kind = event.get("type")
+            if kind == "content_block_delta":
+                delta = event.get("delta")
+                piece = delta.get("text") if type(delta) is dict else pick(delta, "text")
+                if type(piece) is str:
+                    text.append(piece)
+                chunks += 1
+                continue
+        else:
+            kind = pick(event, "type")
+        if kind != "ping":  # the SDK does not yield pings
+            chunks += 1
         if kind == "message_start":
             message = pick(event, "message")
             fields["response_id"] = pick(message, "id")
@@ -80,9 +95,21 @@ def messages_chunks(events: list[Any]) -> tuple[dict[str, Any], Any]:
             if pick(event, "delta", "stop_reason"):
                 fields["finish_reasons"] = [pick(event, "delta", "stop_reason")]
     fields["tool_call_count"] = tools
-    fields["chunk_count"] = sum(1 for e in events if pick(e, "type") != "ping")  # the SDK does not yield pings
+    fields["chunk_count"] = chunks
     fields.update(usage_fields(usage or None))
     return fields, "".join(text) or None
+
+
+_TEXT_EVENTS = (b'{"type":"content_block_delta"', b'{"type": "content_block_delta"')
+
+
+def _messages_plan(payloads: list[bytes]) -> list[bool]:
+    """Which events the worker must parse when content is not kept: all but `content_block_delta`
+    (pieces of text or of a tool's arguments). The type is the first key of every event Anthropic sends."""
+    return list(map(not_, map(bytes.startswith, payloads, repeat(_TEXT_EVENTS))))
+
+
+messages_chunks.sse_plan = _messages_plan  # type: ignore[attr-defined]
 
 
 def _usage_dict(usage: Any) -> dict[str, Any]:

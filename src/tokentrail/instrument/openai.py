@@ -45,9 +45,20 @@ _RESPONSES_PARAMS = ("temperature", "top_p", "max_output_tokens", "service_tier"
 # -- chat completions ------------------------------------------------------------------------------
 
 
+_CHAT_PARAM_SET = frozenset(_CHAT_PARAMS)
+
+
+def _present(body: dict[str, Any], names: tuple[str, ...], known: frozenset[str]) -> tuple[str, ...]:
+    """The names of `names` the body has, in their order: a request sets few of the many parameters."""
+    found = [key for key in body if key in known]
+    if len(found) > 1:
+        found.sort(key=names.index)
+    return tuple(found)
+
+
 def chat_request(body: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     messages = body.get("messages")
-    return {"request_params": params(body, _CHAT_PARAMS),
+    return {"request_params": params(body, _present(body, _CHAT_PARAMS, _CHAT_PARAM_SET)),
             "message_count": len(messages) if isinstance(messages, list) else None,
             "default_user_id": _end_user(body)}, messages
 
@@ -59,7 +70,47 @@ def _end_user(body: dict[str, Any]) -> Any:
     return user if isinstance(user, str) and user else None
 
 
+class _Shape(Exception):
+    """A response not in the plain shape the fast readers assume: read it the general way."""
+
+
 def chat_response(data: Any) -> tuple[dict[str, Any], Any]:
+    if type(data) is dict:
+        try:
+            return _chat_response_dict(data)
+        except _Shape:
+            pass
+    return _chat_response_any(data)
+
+
+def _chat_response_dict(data: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """`chat_response` for parsed JSON: plain dicts and lists all the way down (the worker's usual case)."""
+    choices = data.get("choices") or []
+    if type(choices) is not list:
+        raise _Shape
+    calls = 0
+    finish = []
+    for choice in choices:
+        if type(choice) is not dict:
+            raise _Shape
+        message = choice.get("message")
+        if message is not None:
+            if type(message) is not dict:
+                raise _Shape
+            tool_calls = message.get("tool_calls")
+            if tool_calls:
+                calls += len(tool_calls)
+        reason = choice.get("finish_reason")
+        if reason:
+            finish.append(reason)
+    fields = {"response_id": data.get("id"), "response_model": data.get("model"),
+              "finish_reasons": finish or None, "tool_call_count": calls}
+    fields.update(usage_fields(data.get("usage")))
+    first = choices[0].get("message") if choices else None
+    return fields, (first.get("content") or first.get("refusal")) if first else None
+
+
+def _chat_response_any(data: Any) -> tuple[dict[str, Any], Any]:
     choices = pick(data, "choices") or []
     calls = sum(len(pick(c, "message", "tool_calls") or ()) for c in choices)
     return {
@@ -72,6 +123,63 @@ def chat_response(data: Any) -> tuple[dict[str, Any], Any]:
 
 
 def chat_chunks(chunks: list[Any]) -> tuple[dict[str, Any], Any]:
+    try:
+        return _chat_chunks_dicts(chunks)
+    except _Shape:
+        return _chat_chunks_any(chunks)
+
+
+def _chat_chunks_dicts(chunks: list[Any]) -> tuple[dict[str, Any], Any]:
+    """`chat_chunks` for parsed JSON (plain dicts and lists): one pass, no generic lookups per chunk."""
+    fields: dict[str, Any] = {}
+    finish: dict[int, str] = {}
+    tool_calls: set[tuple[int, int]] = set()
+    text: list[str] = []
+    if chunks:
+        first = chunks[0]
+        if type(first) is not dict:
+            raise _Shape
+        fields["response_id"], fields["response_model"] = first.get("id"), first.get("model")
+    for chunk in chunks:
+        if type(chunk) is not dict:
+            raise _Shape
+        usage = chunk.get("usage")
+        if usage is not None:
+            fields.update(usage_fields(usage))
+        choices = chunk.get("choices")
+        if not choices:
+            continue
+        if type(choices) is not list:
+            raise _Shape
+        for choice in choices:
+            if type(choice) is not dict:
+                raise _Shape
+            index = choice.get("index") or 0
+            reason = choice.get("finish_reason")
+            if reason:
+                finish[index] = reason
+            delta = choice.get("delta")
+            if delta is None:
+                continue
+            if type(delta) is not dict:
+                raise _Shape
+            calls = delta.get("tool_calls")
+            if calls:
+                if type(calls) is not list:
+                    raise _Shape
+                for call in calls:
+                    if type(call) is not dict:
+                        raise _Shape
+                    tool_calls.add((index, call.get("index") or 0))
+            content = delta.get("content")
+            if index == 0 and type(content) is str:
+                text.append(content)
+    fields["finish_reasons"] = [finish[i] for i in sorted(finish)] or None
+    fields["tool_call_count"] = len(tool_calls)
+    return fields, "".join(text) or None
+
+
+def _chat_chunks_any(chunks: list[Any]) -> tuple[dict[str, Any], Any]:
     fields: dict[str, Any] = {}
     finish: dict[int, str] = {}
     tool_calls: set[tuple[int, int]] = set()
@@ -224,10 +332,26 @@ ENDPOINTS = {
 call_of = stainless_call_of(ENDPOINTS)
 
 
+_providers: dict[tuple[type, int], tuple[Any, str]] = {}
+
+
 def provider_of(client: Any) -> str:
+    # Read on the worker for every record: remembered per (client class, base URL object). The URL
+    # object is kept with the answer, so its id cannot be reused while the entry stands.
+    url = getattr(client, "_base_url", None)
+    key = (type(client), id(url))
+    hit = _providers.get(key)
+    if hit is not None and hit[0] is url:
+        return hit[1]
     if "Azure" in type(client).__name__:
-        return "azure.ai.openai"
-    return provider_from_url(str(getattr(client, "base_url", "")))
+        provider = "azure.ai.openai"
+    else:
+        provider = provider_from_url(str(getattr(client, "base_url", "")))
+    if url is not None:
+        if len(_providers) > 256:
+            _providers.clear()
+        _providers[key] = (url, provider)
+    return provider
 
 
 def _legacy_installed() -> bool:

@@ -5,9 +5,15 @@ options, *, stream, stream_cls)` (and the async twin), so one patch per base
 class covers every endpoint and client; the URL path names the endpoint.
 
 - Streams: `stream_cls` is swapped for a cached subclass that stays the SDK's
-  type (`isinstance` holds), keeps each event's raw `data` string and finishes
-  the record when the stream is exhausted, fails, is closed, leaves its `with`
-  block, or is garbage-collected unfinished (`metadata["stream_incomplete"]`).
+  type (`isinstance` holds) and finishes the record when the stream is
+  exhausted, fails, is closed, leaves its `with` block, or is
+  garbage-collected unfinished (`metadata["stream_incomplete"]`). When the
+  SDK decodes plain SSE (`SSEDecoder`), the body's bytes are kept as they pass
+  — a tee built from C iterators (`map(dict.setdefault, count(), chunks)`),
+  so the calling thread runs no Python per chunk — and the worker decodes the
+  SSE and parses the events. Any other decoder (Bedrock's binary event
+  stream, a test double) has each event's raw `data` kept instead. The time
+  to first chunk is the arrival of the body's first bytes.
 - The SDK's own retries are counted (`_sleep_for_retry`) into `attempt`.
 - What is kept until the worker runs is the request and response *bytes*
   (`_process_response` sees them before the SDK parses): keeping the SDK's
@@ -20,36 +26,41 @@ and `call_of = stainless_call_of(ENDPOINTS)` (URL path -> `Endpoint`).
 
 from __future__ import annotations
 
+import itertools
 import time
 import types
 import typing
 import weakref
 from typing import Any, Callable
 
+from ..context import current_span
 from .endpoint import Call, Endpoint
 from .patch import MethodPatch
-from .sdkcall import SDKCall, call_wrappers, finish_stream, open_call_here
+from .sdkcall import SDKCall, call_wrappers, finish_stream
 
 __all__ = ["stainless_patches", "stainless_call_of", "tracked_stream_class"]
 
 KEY = "tokentrail.call"  # where a stream's http response carries its pending call
 _perf_ns = time.perf_counter_ns
+_tuple_new = tuple.__new__  # a Call from a tuple in C (Call(...) / Call._make run Python: this runs on every call)
+_span_get = current_span.get
 
 
 def stainless_call_of(endpoints: dict[str, Endpoint]) -> Callable[[Any, tuple[Any, ...], dict[str, Any]], Call | None]:
     """An adapter's `call_of`: the POST endpoint the request's URL path names, or None."""
+    get = endpoints.get
 
     def call_of(client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call | None:
         options = args[1] if len(args) > 1 else kwargs.get("options")
         url = getattr(options, "url", None)
-        if getattr(options, "method", "post") != "post" or not isinstance(url, str):
+        if type(url) is not str or getattr(options, "method", "post") != "post":
             return None
-        endpoint = endpoints.get(url.split("?", 1)[0])
+        endpoint = get(url.partition("?")[0])
         if endpoint is None:
             return None
         body = getattr(options, "json_data", None)
-        model = body.get("model") if type(body) is dict else None
-        return Call(endpoint, body, model, bool(kwargs.get("stream")) and kwargs.get("stream_cls") is not None)
+        return _tuple_new(Call, (endpoint, body, body.get("model") if type(body) is dict else None,
+                                 kwargs.get("stream_cls") is not None and bool(kwargs.get("stream"))))
 
     return call_of
 
@@ -67,7 +78,10 @@ def _follow_stream(call: SDKCall, result: Any) -> Any:
         return result
     call.chunks = []
     extensions[KEY] = call
-    weakref.finalize(result, finish_stream, call, None, True)  # dropped before it was read to the end
+    if type(result) not in _tracked_classes:
+        # Not our stream class (a raw response whose stream is parsed later): finish when it is dropped.
+        # Our class does that in `__del__`, which costs nothing until then.
+        weakref.finalize(result, finish_stream, call, None, True)
     return result
 
 
@@ -87,8 +101,8 @@ def keep_raw(adapter: Any) -> Callable[..., Any]:
     request and response, before the SDK parses them into objects we would otherwise keep."""
 
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        call = open_call_here()
-        if call is not None:
+        call = _span_get()
+        if type(call) is SDKCall:
             try:
                 response = kwargs["response"]
                 if getattr(kwargs.get("options"), "files", None) is None:  # multipart bodies are not JSON
@@ -106,8 +120,8 @@ def count_retry(adapter: Any) -> Callable[..., Any]:
     """Wraps the SDK's `_sleep_for_retry` (sync or async): one more attempt for the open call."""
 
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        call = open_call_here()
-        if call is not None:
+        call = _span_get()
+        if type(call) is SDKCall:
             call.retries += 1
         return wrapped(*args, **kwargs)
 
@@ -130,6 +144,7 @@ def stainless_patches(package: str) -> tuple[MethodPatch, ...]:
 # -- streams ------------------------------------------------------------------------------------------
 
 _tracked: dict[Any, type] = {}
+_tracked_classes: set[type] = set()
 
 
 def _call_of(stream: Any) -> SDKCall | None:
@@ -137,10 +152,68 @@ def _call_of(stream: Any) -> SDKCall | None:
     return extensions.get(KEY) if isinstance(extensions, dict) else None
 
 
+def _tee_ready(stream: Any, call: SDKCall | None) -> bool:
+    """Whether the stream's bytes can be kept as they pass: a plain SSE decoder, read once."""
+    if call is None or call.sse is not None or call.end_ns is not None:
+        return False
+    decoder = getattr(stream, "_decoder", None)
+    return type(decoder).__name__ == "SSEDecoder" and hasattr(getattr(stream, "response", None), "iter_bytes")
+
+
+class _SyncTee:
+    """Stands in for the stream's SSE decoder: hands it the body's chunks through a C-level tee."""
+
+    __slots__ = ("_decoder", "_call")
+
+    def __init__(self, decoder: Any, call: SDKCall) -> None:
+        self._decoder, self._call = decoder, call
+
+    def iter_bytes(self, iterator: Any) -> Any:
+        call = self._call
+        kept = call.sse = {}
+        chunks = map(kept.setdefault, itertools.count(), iterator)  # each chunk kept and passed on, no Python step
+        return self._decoder.iter_bytes(itertools.chain(_first_timed(chunks, call), chunks))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._decoder, name)
+
+
+class _AsyncTee(_SyncTee):
+    __slots__ = ()
+
+    def aiter_bytes(self, iterator: Any) -> Any:
+        call = self._call
+        call.sse = {}
+        return self._decoder.aiter_bytes(_async_kept(iterator, call))
+
+
+def _first_timed(chunks: Any, call: SDKCall) -> Any:
+    for chunk in chunks:
+        call.first_chunk_ns = _perf_ns()
+        yield chunk
+        return
+
+
+async def _async_kept(iterator: Any, call: SDKCall) -> Any:
+    kept = call.sse
+    async for chunk in iterator:
+        if not kept:
+            call.first_chunk_ns = _perf_ns()
+        kept[len(kept)] = chunk
+        yield chunk
+
+
 def _sync_events(self: Any) -> Any:
+    call = _call_of(self)
+    if _tee_ready(self, call):
+        self._decoder = _SyncTee(self._decoder, call)
+        return self._tokentrail_base._iter_events(self)
+    return _kept_events(self, call)
+
+
+def _kept_events(self: Any, call: SDKCall | None) -> Any:
     """Per event: keep its raw `data` (a str: nothing for the garbage collector to scan), time the first."""
     events = self._tokentrail_base._iter_events(self)
-    call = _call_of(self)
     if call is None:
         yield from events
         return
@@ -152,9 +225,16 @@ def _sync_events(self: Any) -> Any:
         yield event
 
 
-async def _async_events(self: Any) -> Any:
-    events = self._tokentrail_base._iter_events(self)
+def _async_events(self: Any) -> Any:
     call = _call_of(self)
+    if _tee_ready(self, call):
+        self._decoder = _AsyncTee(self._decoder, call)
+        return self._tokentrail_base._iter_events(self)
+    return _async_kept_events(self, call)
+
+
+async def _async_kept_events(self: Any, call: SDKCall | None) -> Any:
+    events = self._tokentrail_base._iter_events(self)
     if call is None:
         async for event in events:
             yield event
@@ -226,6 +306,19 @@ async def _async_close(self: Any) -> None:
         _closed(self)
 
 
+def _dropped(self: Any) -> None:
+    """Garbage-collected: a stream dropped before it was read to the end is recorded as incomplete."""
+    try:
+        call = _call_of(self)
+        if call is not None and call.end_ns is None:
+            finish_stream(call, incomplete=True)
+    except Exception:  # noqa: BLE001 - never from a finalizer
+        pass
+    base_del = getattr(self._tokentrail_base, "__del__", None)
+    if base_del is not None:
+        base_del(self)
+
+
 def tracked_stream_class(stream_cls: Any) -> type:
     """A subclass of the SDK's stream class (cached) that records chunks; `isinstance` still holds."""
     cls = _tracked.get(stream_cls)
@@ -239,7 +332,9 @@ def tracked_stream_class(stream_cls: Any) -> type:
             "__stream__": _async_stream if is_async else _sync_stream,
             "_iter_events": _async_events if is_async else _sync_events,
             "close": _async_close if is_async else _sync_close,
+            "__del__": _dropped,
         }
         cls = types.new_class(base.__name__, (stream_cls,), exec_body=lambda ns: ns.update(namespace))
         _tracked[stream_cls] = cls
+        _tracked_classes.add(cls)
     return cls
