@@ -19,7 +19,8 @@ import random
 from contextvars import ContextVar
 from typing import Any, Callable, Iterable
 
-__all__ = ["attributes", "current_attributes", "ATTRIBUTION_FIELDS", "new_trace_id", "new_span_id"]
+__all__ = ["attributes", "current_attributes", "ATTRIBUTION_FIELDS", "new_trace_id", "new_span_id", "readers",
+           "install_readers", "clear_readers"]
 
 ATTRIBUTION_FIELDS = ("user_id", "customer_id", "feature", "session_id")
 
@@ -40,6 +41,66 @@ def new_trace_id() -> int:
 
 def new_span_id() -> int:
     return _rand(64) or 1
+
+
+class Readers:
+    """Context that lives in another library, read on the calling thread as each record opens.
+
+    The readers are functions the sinks provide (a sink cannot import this module) and `init()`
+    installs (`install_readers(sinks)`); while none is installed nothing is read.
+
+    - `parent() -> (trace_id, span_id) | None`: the application's active span (the `otel` sink's
+      `read_parent`), the parent of a record opened with no tokentrail span around it.
+    - `labels`: functions `() -> dict | None` (the `mlflow` sink's `read_labels`: the active run's
+      id), merged into the record's metadata by `read_labels()`.
+
+    A reader that raises is ignored: nothing reaches the application.
+    """
+
+    __slots__ = ("parent", "labels")
+
+    def __init__(self) -> None:
+        self.parent: Callable[[], tuple[int, int] | None] | None = None
+        self.labels: tuple[Callable[[], dict[str, Any] | None], ...] = ()
+
+    def install(self, sinks: Iterable[Any]) -> None:
+        sinks = list(sinks)
+        parents = [s.read_parent for s in sinks if callable(getattr(s, "read_parent", None))]
+        self.parent = _guarded(parents[0]) if parents else None
+        self.labels = tuple(s.read_labels for s in sinks if callable(getattr(s, "read_labels", None)))
+
+    def read_labels(self) -> dict[str, Any] | None:
+        merged: dict[str, Any] | None = None
+        for reader in self.labels:
+            try:
+                found = reader()
+            except Exception:  # noqa: BLE001 - another library's state: never raise into the app
+                continue
+            if found:
+                merged = {**merged, **found} if merged else dict(found)
+        return merged
+
+
+def _guarded(reader: Callable[[], Any]) -> Callable[[], Any]:
+    def read() -> Any:
+        try:
+            return reader()
+        except Exception:  # noqa: BLE001 - another library's state: never raise into the app
+            return None
+
+    return read
+
+
+readers = Readers()
+
+
+def install_readers(sinks: Iterable[Any]) -> None:
+    """Install the readers `sinks` provide (`read_parent`, `read_labels`), replacing those installed before."""
+    readers.install(sinks)
+
+
+def clear_readers() -> None:
+    readers.install(())
 
 
 def as_tags(tags: Any) -> tuple[str, ...]:

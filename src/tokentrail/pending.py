@@ -24,7 +24,7 @@ from typing import Any
 from . import log
 from .budget import call_fields
 from .config import Settings
-from .context import ATTRIBUTION_FIELDS, as_tags, attributes_var, current_span, current_workflow, new_span_id, new_trace_id, reset_quietly
+from .context import ATTRIBUTION_FIELDS, readers, as_tags, attributes_var, current_span, current_workflow, new_span_id, new_trace_id, reset_quietly
 from .errors import CATEGORIES, categorize, status_code_of
 from .estimate import estimate
 from .redact import encodable, scrub
@@ -224,7 +224,7 @@ class _Pending:
     # trace, span, parent: W3C ids as ints (formatted to hex on the worker).
     # `outer`: the span object this one was opened in (its parent), to walk past closed spans.
     __slots__ = ("route", "wall_ns", "start_ns", "end_ns", "trace", "span", "parent", "outer",
-                 "_attrs", "_workflow", "fields", "_token")
+                 "_attrs", "_workflow", "fields", "_token", "_labels")
 
     def _capture(self, route: Any, own_span: bool = True) -> None:
         """Snapshot the context and open ids (calling thread: a few contextvar reads)."""
@@ -236,10 +236,12 @@ class _Pending:
         if parent is not None and (parent.end_ns is not None or parent.defers):
             parent = self._claim(parent)
         self.outer = parent
-        if parent is None:
-            self.trace, self.parent = new_trace_id(), None
+        if parent is None:  # none of ours: the application's span (otel), if a reader is installed
+            found = readers.parent() if readers.parent is not None else None
+            self.trace, self.parent = found or (new_trace_id(), None)
         else:
             self.trace, self.parent = parent.trace, parent.span
+        self._labels = readers.read_labels() if readers.labels else None
         self.span = new_span_id() if own_span else None
         self.wall_ns = _wall_ns()
         self.start_ns = _perf_ns()
@@ -302,6 +304,8 @@ class _Pending:
         run = self._workflow
         if run is not None:
             out["workflow"], out["workflow_run_id"] = run.name, run.run_id
+        if self._labels:  # read from other libraries (mlflow_run_id): under what the call itself says
+            out["metadata"] = {**self._labels, **out.get("metadata", {})}
         return out
 
     def _apply(self, out: dict[str, Any], allowed: frozenset[str]) -> None:
@@ -379,10 +383,12 @@ class PendingCall(_Pending):
         if parent is not None and (parent.end_ns is not None or parent.defers):
             parent = self._claim(parent)
         self.outer = parent
-        if parent is None:
-            self.trace, self.parent = _rand(128) or 1, None
+        if parent is None:  # none of ours: the application's span (otel), if a reader is installed
+            found = readers.parent() if readers.parent is not None else None
+            self.trace, self.parent = found or (_rand(128) or 1, None)
         else:
             self.trace, self.parent = parent.trace, parent.span
+        self._labels = readers.read_labels() if readers.labels else None
         self.span = _rand(64) or 1
         self.wall_ns = _wall_ns()
         self.start_ns = _perf_ns()

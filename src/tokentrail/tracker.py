@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-from . import log, pricing, runtime
+from . import context, log, pricing, runtime
 from .budget import BudgetBook
 from .config import UNSET, Settings, load_settings
 from .errors import ConfigError
@@ -127,6 +127,7 @@ def init(
         tracker.budgets.seed(tracker.store)  # a restart does not reset this month's spending
     pricing.use_book(tracker.prices)
     runtime.install_signal_handlers()  # SIGTERM keeps what was recorded before it (runtime.py, process lifecycle)
+    context.install_readers(tracker.sinks)  # the otel sink's read_parent, the mlflow sink's read_labels
     old = runtime.activate(tracker.pipeline, tracker.budgets, tracker.sinks[0] if tracker.sinks else None)
     if old is not None:
         old.shutdown()
@@ -152,6 +153,7 @@ def _open_sinks(settings: Settings) -> list[Any]:
 def shutdown(timeout: float | None = None) -> bool:
     """Flush (bounded by `shutdown_timeout`) and stop; recording stops until the next `init()`."""
     pipeline = runtime.deactivate()
+    context.clear_readers()
     pricing.use_book(None)
     runtime.restore_signal_handlers()
     return True if pipeline is None else pipeline.shutdown(timeout)
