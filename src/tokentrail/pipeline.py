@@ -2,7 +2,7 @@
 
 The calling thread's whole cost is `Pipeline.submit`: a length check and a
 `deque.append` (both atomic under the GIL, no lock). The worker wakes every
-`flush_interval` (or at once when `flush()` asks or a batch is full), turns
+half `flush_interval` (or at once when `flush()` asks or a batch is full), turns
 each pending item into records (`item.build(settings)`), runs the
 processors (pricing, budget counters), and hands each sink its share of the
 batch.
@@ -535,7 +535,9 @@ class Pipeline:
     # -- worker thread -------------------------------------------------------------------------
 
     def _run(self) -> None:
-        queue, interval = self._queue, self.settings.flush_interval
+        # Waking every half interval bounds how long a call waits to be written by `flush_interval` (so what
+        # SIGKILL can take), as long as building and writing half an interval's calls takes under half of it.
+        queue, interval = self._queue, self.settings.flush_interval / 2
         while True:
             if not queue:
                 if self._stopping:
