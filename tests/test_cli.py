@@ -566,3 +566,64 @@ def test_report_and_prices_say_why_a_call_has_no_cost(tmp_path):
     assert "1 calls without token usage" in out and "known price" not in out
     out = CliRunner().invoke(main, ["prices", "--unpriced", "--store", url]).output
     assert "Every model in the store has a price." in out and "1 calls reported no token usage" in out
+
+
+# -- trace ----------------------------------------------------------------------------------------------------
+
+
+def agent_run(tmp_path):
+    """A workflow run > agent > tool > call, a second call that failed, an outcome."""
+    from tokentrail.record import Span, ToolCall
+
+    now = datetime.now(timezone.utc) - timedelta(minutes=1)
+    trace, run = "ab" * 16, dict(workflow="support", workflow_run_id="run-7", trace_id="ab" * 16)
+    records = [
+        Span(id="s1", span_id="01", name="support", started_at=now, duration_ms=2000.0, **run),
+        Span(id="s2", span_id="02", parent_span_id="01", name="researcher", operation="invoke_agent", source="langchain",
+             metadata={"kind": "agent"}, started_at=now + timedelta(milliseconds=5), duration_ms=1900.0, **run),
+        ToolCall(id="t1", span_id="03", parent_span_id="02", name="web_search", started_at=now + timedelta(milliseconds=10),
+                 duration_ms=700.0, **run),
+        *make_calls(1, start=now + timedelta(milliseconds=20), span_id="04", parent_span_id="03", request_model="gpt-4o",
+                    input_tokens=1200, output_tokens=300, cost_usd=0.006, ttft_ms=150.0, **run),
+        *make_calls(1, start=now + timedelta(milliseconds=900), span_id="05", parent_span_id="02", input_tokens=None,
+                    output_tokens=None, cost_usd=None, error_type="RateLimitError", error_category="rate_limit", **run),
+        Outcome(id="o1", recorded_at=now + timedelta(milliseconds=1990), name="resolved", value=1, parent_span_id="01", **run),
+    ]
+    return f"sqlite:///{write_store(tmp_path / 'run.db', records)}", trace
+
+
+def test_trace_shows_where_an_agent_spent_its_money(tmp_path):
+    url, trace = agent_run(tmp_path)
+    out = cli("trace", "run-7", "--store", url).output
+    assert f"trace {trace}" in out and "workflow support run run-7" in out
+    assert "2 LLM calls · 1 tool call · 1,500 tokens" in out and "1 errors" in out
+    lines = out.splitlines()
+    agent = next(line for line in lines if "researcher" in line)
+    assert "agent" in agent and "1,900 ms" in agent and "Σ $0.0060 · 2 calls · 1,500 tok (+1 unpriced)" in agent
+    tool = next(line for line in lines if "web_search" in line)
+    assert "tool" in tool and "Σ $0.0060 · 1 call" in tool
+    llm = next(line for line in lines if "gpt-4o " in line or line.rstrip().endswith("gpt-4o"))
+    assert "1,200→300 tok" in llm and "$0.0060" in llm and "(ttft 150 ms)" in llm
+    assert any("ERROR rate_limit" in line for line in lines)
+    assert any("outcome resolved = 1" in line for line in lines)
+    # the tree's shape: the call is drawn under the tool, which is under the agent
+    assert lines.index(agent) < lines.index(tool) < lines.index(llm)
+    assert llm.index("llm") > tool.index("tool") > agent.index("researcher")
+
+
+def test_trace_json_show_fallback_and_errors(tmp_path):
+    url, trace = agent_run(tmp_path)
+    data = json.loads(cli("trace", trace, "--store", url, "--json").output)
+    assert data["roots"][0]["name"] == "support" and data["totals"]["llm_calls"] == 2
+    shown = cli("show", "run-7", "--store", url)  # show on a workflow run or trace id: the tree
+    assert shown.exit_code == 0 and "researcher" in shown.output and "Σ" in shown.output
+    unknown = CliRunner().invoke(main, ["trace", "nope", "--store", url])
+    one_line_error(unknown, 1)
+    assert "no trace, workflow run or call with id 'nope'" in unknown.output
+    assert "tokentrail trace" in cli("trace", "--help").output and "tokentrail trace RUN_ID" in cli("--help").output
+
+
+def test_trace_of_a_recorded_demo_run(demo_store):
+    run_id = next(c.workflow_run_id for c in tokentrail.open_store(demo_store).calls(limit=None) if c.workflow_run_id)
+    result = cli("trace", run_id, "--store", demo_store)
+    assert result.exit_code == 0 and f"run {run_id}" in result.output and "llm" in result.output

@@ -410,9 +410,14 @@ def messages(draw):
             usage["input_token_details"] = details
         if draw(st.booleans()):
             usage["output_token_details"] = {"reasoning": draw(st.integers(0, 2**40))}
-    return AIMessage(content=draw(st.text(max_size=20)), usage_metadata=usage,
-                     response_metadata=draw(st.dictionaries(st.sampled_from(["id", "model_name", "finish_reason", "x"]), _json, max_size=4)),
-                     id=draw(st.one_of(st.none(), st.text(max_size=10))))
+    # Response ids get a prefix no other test's records have: a framework record whose id an SDK record already
+    # has is dropped as the same call (callback_point), and other fuzz tests record ids like "0".
+    ids = st.one_of(_json.filter(lambda v: not isinstance(v, str)), st.text(max_size=10).map(lambda t: f"lcfuzz-{t}"))
+    metadata = draw(st.dictionaries(st.sampled_from(["model_name", "finish_reason", "x"]), _json, max_size=3))
+    if draw(st.booleans()):
+        metadata["id"] = draw(ids)
+    return AIMessage(content=draw(st.text(max_size=20)), usage_metadata=usage, response_metadata=metadata,
+                     id=draw(st.one_of(st.none(), st.just(""), st.text(max_size=10).map(lambda t: f"lcfuzz-{t}"))))
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

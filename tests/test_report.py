@@ -354,3 +354,118 @@ def test_doctor_data(mixed, tmp_path, monkeypatch):
     assert not broken["store"]["ok"] and "no store at" in broken["store"]["error"]
     monkeypatch.setenv("TOKENTRAIL_STORE", "none")
     assert report.doctor()["store"]["url"] is None and report.doctor()["store"]["ok"]
+
+
+# -- trace: one run as a tree --------------------------------------------------------------------------------
+
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+def run_records():
+    """A support run: workflow > agent > (tool > call, call, failed call), an outcome; plus a chain outside the run
+    in the same trace, and a call of another trace."""
+    from tokentrail.record import Span, ToolCall
+
+    def at(ms):
+        return NOW + timedelta(milliseconds=ms)
+
+    def named(ms, id, **fields):
+        record = call(ms, **fields)
+        record.id = id
+        return record
+
+    run = dict(workflow="support", workflow_run_id="run-1", trace_id=TRACE)
+    return [
+        Span(id="s-outer", span_id="a0", name="RunnableSequence", started_at=at(0), duration_ms=900.0, source="langchain",
+             metadata={"kind": "chain"}, trace_id=TRACE),
+        Span(id="s-run", span_id="a1", parent_span_id="a0", name="support", started_at=at(10), duration_ms=800.0, **run),
+        Span(id="s-agent", span_id="a2", parent_span_id="a1", name="researcher", operation="invoke_agent", started_at=at(20),
+             duration_ms=700.0, source="langchain", metadata={"kind": "agent"}, **run),
+        ToolCall(id="t-1", span_id="a3", parent_span_id="a2", name="lookup", started_at=at(30), duration_ms=300.0, **run),
+        named(40, "c-1", span_id="a4", parent_span_id="a3", cost_usd=0.002, input_tokens=100, output_tokens=10, **run),
+        named(400, "c-2", span_id="a5", parent_span_id="a2", cost_usd=0.001, input_tokens=50, output_tokens=5, ttft_ms=80.0, **run),
+        named(500, "c-3", span_id="a6", parent_span_id="a2", cost_usd=None, request_model="in-house", provider="in_house",
+             input_tokens=7, output_tokens=1, error_type="RateLimitError", error_category="rate_limit", **run),
+        Outcome(id="o-1", recorded_at=at(850), name="resolved", value=1, parent_span_id="a1", **run),
+        named(950, "c-outside", span_id="a7", parent_span_id="a0", trace_id=TRACE, cost_usd=0.0005),
+        named(960, "c-orphan", span_id="a8", parent_span_id="gone", trace_id=TRACE, cost_usd=0.0001),
+        named(0, "c-other", span_id="b1", trace_id="f" * 32),
+    ]
+
+
+@pytest.fixture
+def traced(tmp_path):
+    return store_with(tmp_path / "trace.db", run_records())
+
+
+def shape(node):
+    return (node["kind"], node["name"], [shape(c) for c in node["children"]])
+
+
+def test_trace_by_trace_id_is_the_whole_tree_with_costs_rolled_up(traced):
+    data = report.trace(tokentrail.open_store(traced), TRACE)
+    outer, orphan = data["roots"]  # a record whose parent is not in the trace is a root
+    assert orphan["id"] == "c-orphan"
+    assert shape(outer) == ("span", "RunnableSequence", [
+        ("span", "support", [
+            ("span", "researcher", [
+                ("tool_call", "lookup", [("llm_call", "gpt-4o-mini", [])]),
+                ("llm_call", "gpt-4o-mini", []),
+                ("llm_call", "in-house", []),
+            ]),
+            ("outcome", "resolved", []),
+        ]),
+        ("llm_call", "gpt-4o-mini", []),
+    ])
+    agent = outer["children"][0]["children"][0]
+    assert agent["cost_usd"] is None and agent["detail"]["kind"] == "agent"
+    assert agent["subtree"] == {"cost_usd": pytest.approx(0.003), "input_tokens": 157, "output_tokens": 16,
+                                "total_tokens": 173, "llm_calls": 3, "tool_calls": 1, "unpriced_calls": 1, "errors": 1}
+    tool = agent["children"][0]
+    assert tool["subtree"]["cost_usd"] == pytest.approx(0.002) and tool["duration_ms"] == 300.0
+    failed = agent["children"][2]
+    assert failed["error"] == {"type": "RateLimitError", "category": "rate_limit", "message": None}
+    assert agent["children"][1]["detail"]["ttft_ms"] == 80.0
+    assert data["totals"]["cost_usd"] == pytest.approx(0.0036) and data["totals"]["llm_calls"] == 5
+    assert data["workflow"] == "support" and data["workflow_run_id"] == "run-1"
+    assert data["duration_ms"] == pytest.approx(1210.0)  # from the first start to the last end
+    json.dumps(data)
+
+
+def test_trace_by_workflow_run_id_is_that_runs_subtree(traced):
+    data = report.trace(report.SQLiteReader(traced), "run-1")  # the read-only reader has spans too
+    (root,) = data["roots"]
+    assert (root["name"], root["detail"]["kind"], data["trace_id"]) == ("support", "workflow", TRACE)
+    assert root["subtree"]["llm_calls"] == 3 and data["totals"]["cost_usd"] == pytest.approx(0.003)
+
+
+def test_trace_by_call_id_or_prefix_finds_its_trace(traced):
+    store = tokentrail.open_store(traced)
+    assert report.trace(store, "c-2")["trace_id"] == TRACE
+    assert report.trace(store, "c-oth")["trace_id"] == "f" * 32
+    with pytest.raises(StoreError, match="no trace, workflow run or call"):
+        report.trace(store, "nothing-like-it")
+    with pytest.raises(ValueError):
+        report.trace(store, "  ")
+
+
+def test_a_run_recorded_without_spans_is_found_by_its_run_id(tmp_path):
+    url = store_with(tmp_path / "old.db", [call(0, workflow="w", workflow_run_id="r9", trace_id="1" * 32, span_id="c1"),
+                                           call(5, workflow="w", workflow_run_id="r9", trace_id="1" * 32, span_id="c2")])
+    data = report.trace(tokentrail.open_store(url), "r9")
+    assert [n["kind"] for n in data["roots"]] == ["llm_call", "llm_call"] and data["workflow"] == "w"
+
+
+def test_a_deep_trace_does_not_hit_the_recursion_limit(tmp_path):
+    from tokentrail.record import Span
+
+    depth = 3000
+    spans = [Span(id=f"s{i}", span_id=f"{i:016x}", parent_span_id=f"{i - 1:016x}" if i else None, name=f"step{i}",
+                  trace_id=TRACE, started_at=NOW + timedelta(microseconds=i)) for i in range(depth)]
+    url = store_with(tmp_path / "deep.db", [*spans, call(5, span_id="leaf", parent_span_id=f"{depth - 1:016x}", trace_id=TRACE)])
+    data = report.trace(tokentrail.open_store(url), TRACE)
+    assert data["roots"][0]["subtree"]["llm_calls"] == 1
+
+
+def test_the_reader_reads_spans_like_the_store(traced):
+    assert report.SQLiteReader(traced).spans(limit=None) == tokentrail.open_store(traced).spans(limit=None)

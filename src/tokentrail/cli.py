@@ -249,6 +249,7 @@ def main() -> None:
     tokentrail report --by model --since 7d
     tokentrail calls --where customer=acme  the latest calls
     tokentrail tail                         follow new calls as they are stored
+    tokentrail trace RUN_ID                 one run as a tree: where an agent spent its money
     tokentrail run -- python app.py         run any program with zero-code capture
     """
 
@@ -427,9 +428,21 @@ def show_command(call_id: str, as_json: bool, store_url: str | None) -> None:
 
     Ids begin with the time (12 hex digits of milliseconds), so a prefix needs
     a few more characters than that to be unique; when several calls match,
-    the error says how many.
+    the error says how many. A trace id or a workflow run id shows that run's
+    tree, as `tokentrail trace` does.
     """
-    data = report.find_call(_open(store_url), call_id)
+    store = _open(store_url)
+    try:
+        data = report.find_call(store, call_id)
+    except StoreError:
+        try:
+            run = report.trace(store, call_id)
+        except StoreError:
+            run = None
+        if run is None:
+            raise
+        _print_trace(run, as_json)
+        return
     data.pop("model", None)
     if as_json:
         _json_out(data)
@@ -441,6 +454,101 @@ def show_command(call_id: str, as_json: bool, store_url: str | None) -> None:
         if value is not None and name != "type":
             table.add_row(name, json.dumps(value) if isinstance(value, (list, dict)) else str(value))
     _console().print(table)
+
+
+# -- trace ----------------------------------------------------------------------------------------------------
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _tokens_text(input_tokens: Any, output_tokens: Any) -> str:
+    if not input_tokens and not output_tokens:
+        return ""
+    return f"{count(input_tokens or 0)}→{count(output_tokens or 0)} tok"
+
+
+def _subtree_text(subtree: dict[str, Any]) -> str:
+    """What a span cost with everything under it: `Σ $0.0021 · 3 calls · 1,234 tok (+1 unpriced)`."""
+    if not subtree["llm_calls"]:
+        return ""
+    parts = [f"Σ {money(subtree['cost_usd'])}", _plural(subtree["llm_calls"], "call")]
+    if subtree["total_tokens"]:
+        parts.append(f"{count(subtree['total_tokens'])} tok")
+    text = " · ".join(parts)
+    if subtree["unpriced_calls"]:
+        text += f" (+{subtree['unpriced_calls']} unpriced)"
+    return text
+
+
+def _trace_label(node: dict[str, Any]) -> str:
+    """One line of the tree (rich markup; names escaped)."""
+    from rich.markup import escape
+
+    kind, detail, error = node["kind"], node.get("detail") or {}, node["error"]
+    if kind == "span":
+        parts = [f"[bold]{escape(node['name'])}[/]", f"[dim]{escape(str(detail.get('kind')))}[/]", ms(node["duration_ms"]),
+                 _subtree_text(node["subtree"])]
+    elif kind == "llm_call":
+        timing = ms(node["duration_ms"]) + (f" (ttft {ms(detail['ttft_ms'])})" if detail.get("ttft_ms") is not None else "")
+        parts = [f"[cyan]llm[/] {escape(str(detail.get('provider')))} [bold]{escape(str(node['name'] or '?'))}[/]",
+                 _tokens_text(node["input_tokens"], node["output_tokens"]), money(node["cost_usd"]), timing]
+    elif kind == "tool_call":
+        parts = [f"[magenta]tool[/] [bold]{escape(node['name'])}[/]", ms(node["duration_ms"]), _subtree_text(node["subtree"])]
+    else:
+        value = "" if detail.get("value") is None else f" = {detail['value']:g}"
+        mark = "[green]✓[/]" if detail.get("success") else "[red]✗[/]"
+        parts = [f"[green]outcome[/] [bold]{escape(node['name'])}[/]{value}", mark]
+    if error is not None:
+        parts.append(f"[red]ERROR {escape(str(error['category'] or error['type']))}[/]")
+    return "  ".join(p for p in parts if p and p != "-")
+
+
+def trace_tree(data: dict[str, Any]) -> Any:
+    """A rich Tree of `report.trace`: every node with its tokens, cost and latency; spans with their subtree cost."""
+    from rich.tree import Tree
+
+    totals = data["totals"]
+    title = f"[bold]trace {data['trace_id'] or '?'}[/]"
+    if data["workflow"]:
+        title += f"  workflow [bold]{data['workflow']}[/] run {data['workflow_run_id']}"
+    summary = [_plural(totals["llm_calls"], "LLM call"), _plural(totals["tool_calls"], "tool call"),
+               f"{count(totals['total_tokens'])} tokens", money(totals["cost_usd"]) + (
+                   f" (+{totals['unpriced_calls']} unpriced)" if totals["unpriced_calls"] else ""), ms(data["duration_ms"])]
+    if totals["errors"]:
+        summary.append(f"[red]{totals['errors']} errors[/]")
+    tree = Tree(title + "\n" + " · ".join(summary))
+    stack = [(tree, root) for root in reversed(data["roots"])]
+    while stack:  # iterative, like the report: deep agent loops
+        parent, node = stack.pop()
+        branch = parent.add(_trace_label(node))
+        stack.extend((branch, child) for child in reversed(node["children"]))
+    return tree
+
+
+def _print_trace(data: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        _json_out(data)
+    else:
+        _console().print(trace_tree(data))
+
+
+@main.command("trace")
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True, help="JSON for scripts (the nested tree).")
+@store_option
+@handled
+def trace_command(ref: str, as_json: bool, store_url: str | None) -> None:
+    """The tree of one run — chains, agents, LLM and tool calls, outcomes — with tokens, cost and latency
+    per step, so you see where an agent spent its money.
+
+    \b
+    tokentrail trace 4bf92f3577b34da6a3ce929d0e0e4736   a trace id
+    tokentrail trace <workflow run id>                  one workflow run (workflow_run_id)
+    tokentrail trace 019a4c2e81f3d2                     the trace a call belongs to (a unique id prefix)
+    """
+    _print_trace(report.trace(_open(store_url), ref), as_json)
 
 
 def _tail_line(row: dict[str, Any]) -> str:

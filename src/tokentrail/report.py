@@ -2,7 +2,7 @@
 for whom, and what failed.
 
 Everything here reads a store through its public read API (`calls`, `summary`,
-`outcomes`, `calls_after`) and returns plain data — dicts and lists of
+`outcomes`, `tool_calls`, `spans`, `calls_after`) and returns plain data — dicts and lists of
 JSON-ready values — documented per function; presenting it is the caller's
 business (`cli.py` renders it with rich, the dashboard with HTML).
 
@@ -26,6 +26,12 @@ Decisions a user can see, written here because the README is edited elsewhere:
   session, workflow, run), run costs come from the filtered calls only, and a
   filter on a call-only field (model, provider, …) keeps just the runs that
   made such a call.
+- **`trace` shows one run as a tree** (`trace`): by trace id (the whole
+  trace), workflow run id (that run's subtree, even inside a bigger trace) or
+  call id (the trace the call is in). Each node has its own tokens, cost and
+  latency, and the totals of everything under it; a record whose parent is not
+  stored is a root rather than lost. `show` falls back to it for an id that is
+  no call's.
 - **The demo writes to its own store**, `tokentrail-demo.db` (`DEMO_STORE`),
   and tags every call `demo` (`DEMO_TAG`): fake calls never land in the real
   store, where they would show in reports and count against budgets (budgets
@@ -39,7 +45,7 @@ import json
 import os
 import sqlite3
 import threading
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
@@ -54,7 +60,7 @@ __all__ = [
     "totals", "breakdown", "outcomes_report", "report", "unpriced_models",
     "calls", "find_call", "matching_ids", "start_cursor", "new_calls", "only_demo_calls",
     "export_rows", "export_format", "write_rows",
-    "price_table", "doctor",
+    "price_table", "doctor", "trace",
 ]
 
 # --by names -> the store's group names
@@ -273,6 +279,11 @@ class SQLiteReader:
 
     def outcomes(self, since: Any = None, until: Any = None, where: Any = None, limit: int | None = 100, order: str = "newest") -> list[Any]:
         return self._select(Outcome, since, until, where, limit, order)
+
+    def spans(self, since: Any = None, until: Any = None, where: Any = None, limit: int | None = 100, order: str = "newest") -> list[Any]:
+        from .record import Span
+
+        return self._select(Span, since, until, where, limit, order)
 
     def calls_after(self, cursor: int = 0, where: Any = None, limit: int = PAGE) -> tuple[list[Any], int]:
         """As `SQLiteStore.calls_after`: calls stored after `cursor`, in insertion order, and the next cursor."""
@@ -495,6 +506,141 @@ def find_call(store: Any, ref: str) -> dict[str, Any]:
             raise StoreError(f"{len(ids)} calls have an id starting with {ref!r} ({shown}); give more of the id")
         found = store.calls(where={"id": ids[0]}, limit=1)
     return _row(found[0])
+
+
+# -- one run's tree ---------------------------------------------------------------------------------------
+
+
+def _iso(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _error(record: Any) -> dict[str, Any] | None:
+    if record.error_type is None and record.error_category is None:
+        return None
+    return {"type": record.error_type, "category": record.error_category, "message": record.error_message}
+
+
+def _trace_node(kind: str, record: Any) -> dict[str, Any]:
+    """One record of a trace as a tree node (children and subtree totals are added by `trace`)."""
+    node: dict[str, Any] = {
+        "kind": kind, "id": record.id, "name": record.name if kind != "llm_call" else (record.model or record.provider),
+        "trace_id": record.trace_id,
+        "span_id": getattr(record, "span_id", None), "parent_span_id": record.parent_span_id,
+        "started_at": _iso(record.recorded_at if kind == "outcome" else record.started_at),
+        "duration_ms": getattr(record, "duration_ms", None),
+        "input_tokens": None, "output_tokens": None, "total_tokens": None, "cost_usd": None, "error": None,
+    }
+    if kind == "llm_call":
+        node.update(input_tokens=record.input_tokens, output_tokens=record.output_tokens, total_tokens=record.total_tokens,
+                    cost_usd=record.cost_usd, error=_error(record),
+                    detail={"provider": record.provider, "model": record.model, "operation": record.operation,
+                            "source": record.source, "stream": record.stream, "ttft_ms": record.ttft_ms,
+                            "cache_read_tokens": record.cache_read_tokens, "reasoning_tokens": record.reasoning_tokens,
+                            "status_code": record.status_code, "response_id": record.response_id})
+    elif kind == "span":
+        node.update(error=_error(record), detail={"kind": (record.metadata or {}).get("kind") or "workflow",
+                                                  "operation": record.operation, "source": record.source,
+                                                  "workflow": record.workflow, "workflow_run_id": record.workflow_run_id})
+    elif kind == "tool_call":
+        node.update(error=_error(record), detail={"tool_call_id": record.tool_call_id, "source": record.source})
+    else:
+        node["detail"] = {"value": record.value, "success": record.success}
+    return node
+
+
+def _roll_up(node: dict[str, Any]) -> None:
+    """`subtree`: the node's own figures plus its children's (children rolled up first)."""
+    total = {"cost_usd": node["cost_usd"] or 0.0, "input_tokens": node["input_tokens"] or 0,
+             "output_tokens": node["output_tokens"] or 0, "total_tokens": node["total_tokens"] or 0,
+             "llm_calls": int(node["kind"] == "llm_call"), "tool_calls": int(node["kind"] == "tool_call"),
+             "unpriced_calls": int(node["kind"] == "llm_call" and node["cost_usd"] is None),
+             "errors": int(node["error"] is not None)}
+    for child in node["children"]:
+        for key, value in child["subtree"].items():
+            total[key] += value
+    node["subtree"] = total
+
+
+def _find_trace(store: Any, ref: str) -> tuple[str | None, str | None, str | None]:
+    """(trace id, span id of the root to show, workflow run id) for a trace id, a workflow run id, or a call id."""
+    spans = getattr(store, "spans", None)
+    if callable(spans):
+        run = spans(where={"workflow_run_id": ref}, limit=None, order="oldest")
+        if run:
+            ids = {s.span_id for s in run}
+            root = next((s for s in run if s.parent_span_id not in ids), run[0])
+            return root.trace_id, root.span_id, ref
+        if spans(where={"trace_id": ref}, limit=1):
+            return ref, None, None
+    for read in (store.calls, getattr(store, "tool_calls", None), getattr(store, "outcomes", None)):
+        if callable(read) and read(where={"trace_id": ref}, limit=1):
+            return ref, None, None
+    if store.calls(where={"workflow_run_id": ref}, limit=1):
+        return None, None, ref  # a run recorded without a span of its own: its records, by run id
+    try:
+        found = find_call(store, ref)
+    except StoreError:
+        raise StoreError(f"no trace, workflow run or call with id {ref!r}") from None
+    return found["trace_id"], None, None
+
+
+def trace(store: Any, ref: str) -> dict[str, Any]:
+    """The tree of one run: `ref` is a trace id, a workflow run id (its run's subtree), or a call id (or a unique
+    start of one: the trace it belongs to).
+
+    Returns `{"trace_id", "workflow", "workflow_run_id", "started_at", "duration_ms", "roots", "totals"}`.
+    Each node of `roots` is `{"kind"` (`span`, `llm_call`, `tool_call`, `outcome`), `"id"`, `"name"`,
+    `"span_id"`, `"parent_span_id"`, `"started_at"`, `"duration_ms"`, `"input_tokens"`, `"output_tokens"`,
+    `"total_tokens"`, `"cost_usd"` (its own), `"error"` (`{type, category, message}` or None), `"detail"`
+    (kind-specific: provider, model, ttft, the span's kind, an outcome's value, …), `"children"` (by start
+    time) and `"subtree"` (cost, tokens, LLM and tool calls, unpriced calls and errors of the node and all
+    below it)}`. `totals` is the sum over the roots. A record whose parent is not in the trace is a root.
+    StoreError when nothing matches.
+    """
+    ref = ref.strip() if isinstance(ref, str) else ""
+    if not ref:
+        raise ValueError("give a trace id, a workflow run id, or a call id")
+    trace_id, root_span, run_id = _find_trace(store, ref)
+    where = {"trace_id": trace_id} if trace_id is not None else {"workflow_run_id": run_id}
+    readers = (("span", getattr(store, "spans", None)), ("llm_call", store.calls),
+               ("tool_call", getattr(store, "tool_calls", None)), ("outcome", getattr(store, "outcomes", None)))
+    records = [(kind, record) for kind, read in readers if callable(read)
+               for record in read(where=where, limit=None, order="oldest")]
+    nodes = [_trace_node(kind, record) for kind, record in records]
+    by_span = {n["span_id"]: n for n in nodes if n["span_id"] is not None}
+    for node in nodes:
+        node["children"] = []
+    roots = []
+    for node in sorted(nodes, key=lambda n: (n["started_at"] or "", n["id"])):
+        parent = by_span.get(node["parent_span_id"])
+        (parent["children"] if parent is not None and parent is not node else roots).append(node)
+    if root_span is not None and root_span in by_span:
+        roots = [by_span[root_span]]
+    order, stack, seen = [], list(roots), set()
+    while stack:  # iterative: a deep agent loop must not hit the recursion limit
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        order.append(node)
+        stack.extend(node["children"])
+    for node in reversed(order):
+        _roll_up(node)
+    totals = {key: sum(root["subtree"][key] for root in roots) for key in
+              ("cost_usd", "input_tokens", "output_tokens", "total_tokens", "llm_calls", "tool_calls", "unpriced_calls", "errors")}
+    starts = [datetime.fromisoformat(n["started_at"]) for n in order if n["started_at"]]
+    ends = [datetime.fromisoformat(n["started_at"]) + timedelta(milliseconds=n["duration_ms"])
+            for n in order if n["started_at"] and n["duration_ms"] is not None]
+    in_run = [r for _, r in records if r.workflow_run_id and (run_id is None or r.workflow_run_id == run_id)]
+    return {
+        "trace_id": trace_id or next((n["trace_id"] for n in order if n["trace_id"]), None),
+        "workflow": in_run[0].workflow if in_run else None,
+        "workflow_run_id": run_id or (in_run[0].workflow_run_id if in_run else None),
+        "started_at": min(starts).isoformat() if starts else None,
+        "duration_ms": (max(ends) - min(starts)).total_seconds() * 1000 if starts and ends else None,
+        "roots": roots, "totals": totals,
+    }
 
 
 def start_cursor(store: Any, from_start: bool = False) -> int:

@@ -116,12 +116,13 @@ def _cache_hit(message: Any) -> bool:
     return isinstance(meta, dict) and "total_cost" in meta and meta["total_cost"] == 0
 
 
-def _response_id(message: Any, llm_output: Any) -> Any:
-    found = pick(pick(message, "response_metadata"), "id") or pick(llm_output, "id")
-    if found:
-        return found
+def _response_id(message: Any, llm_output: Any) -> str | None:
+    """The provider's id of the response: only a non-empty string is one (it matches the SDK's record by it)."""
+    for found in (pick(message, "response_metadata", "id"), pick(llm_output, "id")):
+        if isinstance(found, str) and found:
+            return found
     own = pick(message, "id")  # the provider's id on most chat models; LangChain's own ids start lc_run- / run-
-    if isinstance(own, str) and not own.startswith(("lc_", "run-")):
+    if isinstance(own, str) and own and not own.startswith(("lc_", "run-")):
         return own
     return None
 

@@ -143,7 +143,9 @@ def result_fields(response: Any) -> dict[str, Any]:
     raw = pick(response, "raw")
     message = pick(response, "message")
     text = pick(message, "content") if message is not None else pick(response, "text")
-    return {"usage": usage_of(response), "response_id": pick(raw, "id"), "response_model": pick(raw, "model"),
+    response_id = pick(raw, "id")  # only a non-empty string is the provider's id (an SDK record is matched by it)
+    return {"usage": usage_of(response), "response_id": response_id if isinstance(response_id, str) and response_id else None,
+            "response_model": pick(raw, "model"),
             "output": text if isinstance(text, str) else None}
 
 
