@@ -66,7 +66,7 @@ from ..shapes import items, pick
 from .endpoint import Call, Endpoint, json_value, params, usage_fields
 from .patch import MethodPatch
 from .request_point import KEY, count_retry
-from .sdkcall import SDKCall, call_wrappers, finish_stream, internal_error
+from .sdkcall import SDKCall, afollow, call_wrappers, finish_stream, follow, internal_error
 
 NAME = "mistralai"
 DISTRIBUTION = "mistralai"
@@ -385,32 +385,6 @@ def _keeping(decoder: Callable[[str], Any], call: SDKCall) -> Callable[[str], An
     return decode
 
 
-def _follow(events: Any, call: SDKCall) -> Any:
-    """The SDK's event generator, ending the record at its end or failure (`yield from`: no per-event work)."""
-    try:
-        yield from events
-    except GeneratorExit:
-        finish_stream(call, incomplete=True)
-        raise
-    except BaseException as exc:
-        finish_stream(call, exc)
-        raise
-    finish_stream(call)
-
-
-async def _afollow(events: Any, call: SDKCall) -> Any:
-    try:
-        async for event in events:
-            yield event
-    except GeneratorExit:
-        finish_stream(call, incomplete=True)
-        raise
-    except BaseException as exc:
-        finish_stream(call, exc)
-        raise
-    finish_stream(call)
-
-
 def follow_events(adapter: Any) -> Callable[..., Any]:
     """Wraps `EventStream.__init__(response, decoder, …)` (and the async one) for a recorded stream."""
 
@@ -428,9 +402,9 @@ def follow_events(adapter: Any) -> Callable[..., Any]:
         done = wrapped(*args, **kwargs)
         events = getattr(stream, "generator", None)
         if hasattr(events, "__anext__"):
-            stream.generator = _afollow(events, call)
+            stream.generator = afollow(events, call)
         elif hasattr(events, "__next__"):
-            stream.generator = _follow(events, call)
+            stream.generator = follow(events, call)
         return done
 
     return wrapper

@@ -46,7 +46,7 @@ try:
 except ImportError:  # pragma: no cover - not installed: the standard parser
     _jiter_loads = None
 
-__all__ = ["SDKCall", "call_wrappers", "internal_error", "finish_stream", "open_call_here", "parse_json", "sse_data"]
+__all__ = ["SDKCall", "call_wrappers", "internal_error", "finish_stream", "open_call_here", "follow", "afollow", "parse_json", "sse_data"]
 
 _perf_ns = time.perf_counter_ns
 _span_get = current_span.get
@@ -248,6 +248,38 @@ def finish_stream(call: SDKCall, error: BaseException | None = None, incomplete:
     if call.end_ns is None:
         call.closed_early = incomplete
         call.finish(error)
+
+
+def follow(chunks: Any, call: SDKCall) -> Any:
+    """`chunks` as they are, the record ending at their end, failure or early close (`yield from`:
+    no Python work per chunk). The stream wrappers of every patch kind end their records here."""
+    try:
+        yield from chunks
+    except GeneratorExit:
+        finish_stream(call, incomplete=True)
+        raise
+    except BaseException as exc:
+        finish_stream(call, exc)
+        raise
+    finish_stream(call)
+
+
+async def afollow(chunks: Any, call: SDKCall) -> Any:
+    """The async twin of `follow` (Python cannot share a generator body between the two)."""
+    try:
+        async for chunk in chunks:
+            yield chunk
+    except GeneratorExit:
+        finish_stream(call, incomplete=True)
+        raise
+    except BaseException as exc:
+        finish_stream(call, exc)
+        raise
+    finally:
+        close = getattr(chunks, "aclose", None)
+        if close is not None:
+            await close()
+    finish_stream(call)
 
 
 def open_call_here() -> SDKCall | None:
