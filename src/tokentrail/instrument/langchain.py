@@ -281,8 +281,8 @@ class Tracer:
 
     def on_chain_start(self, serialized: Any, inputs: Any, *, run_id: Any, parent_run_id: Any = None,
                        tags: Any = None, metadata: Any = None, **kwargs: Any) -> None:
-        if not self.enabled:
-            return
+        if not self.enabled or not route_if_recording()[0]:
+            return  # nothing records here: read nothing
         try:
             metadata = metadata or {}
             if tags and "langsmith:hidden" in tags:
@@ -351,6 +351,8 @@ class Tracer:
     # -- models --
 
     def start_call(self, run_id: Any, parent_run_id: Any, metadata: Any, kwargs: dict[str, Any], operation: str) -> Any:
+        if not route_if_recording()[0]:
+            return None  # nothing records here: read nothing
         metadata = metadata or {}
         invocation = kwargs.get("invocation_params") or {}
         parent = self.parent(parent_run_id)
@@ -392,6 +394,8 @@ class Tracer:
         self.runs.first_chunk(run_id)
 
     def on_llm_end(self, response: Any, *, run_id: Any, **kwargs: Any) -> None:
+        if run_id not in self.calls:
+            return  # not opened (not recording when it started)
         try:
             fields = result_fields(response)
         except Exception as exc:  # noqa: BLE001 - end the call with what we have

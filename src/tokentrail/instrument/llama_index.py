@@ -224,8 +224,8 @@ class Tracer:
     # -- spans --
 
     def span_enter(self, span_id: str, instance: Any, parent_id: Any, bound_args: Any) -> None:
-        if not self.enabled:
-            return
+        if not self.enabled or not route_if_recording()[0]:
+            return  # nothing records here: read nothing
         try:
             kind = kind_of(instance)
             method = span_name(span_id).rsplit(".", 1)[-1]
@@ -262,10 +262,7 @@ class Tracer:
             step_out(opened[0])
 
     def start_tool(self, span_id: str, instance: Any, parent_id: Any, bound_args: Any) -> None:
-        recording, route = route_if_recording()
-        if not recording:
-            self.up[span_id] = parent_id
-            return
+        route = route_if_recording()[1]
         opened = self.spans.get(self.parent(parent_id))
         if opened is not None:
             current_span.set(opened[0])  # the tool's parent: the span that ran it
@@ -303,7 +300,7 @@ class Tracer:
             self._guard(name, exc)
 
     def start_call(self, event: Any, operation: str, content: Any = None) -> None:
-        if not self.enabled:
+        if not self.enabled or not route_if_recording()[0]:
             return
         span_id = event.span_id
         model_dict = pick(event, "model_dict")
@@ -335,10 +332,12 @@ class Tracer:
         self.start_call(event, "embeddings")
 
     def on_progress(self, event: Any) -> None:
-        self.runs.first_chunk(event.span_id)
+        if event.span_id in self.calls:
+            self.runs.first_chunk(event.span_id)
 
     def on_end(self, event: Any) -> None:
-        self.end_call(event.span_id, **result_fields(pick(event, "response")))
+        if event.span_id in self.calls:
+            self.end_call(event.span_id, **result_fields(pick(event, "response")))
 
     def on_embedding_end(self, event: Any) -> None:
         chunks = pick(event, "chunks")
