@@ -60,7 +60,7 @@ def _kept(result: Any) -> Any:
     return _data(result[0]) if type(result) is tuple and result else None
 
 
-def follow(call: SDKCall, result: Any) -> Any:
+def follow_result(call: SDKCall, result: Any) -> Any:
     """`on_stream`: the stream in `(stream, got_stream, api_key)` replaced by a recording proxy."""
     response, got_stream, api_key = result
     if got_stream:
@@ -72,8 +72,8 @@ def follow(call: SDKCall, result: Any) -> Any:
 
 def legacy_patches() -> tuple[Any, ...]:
     return (
-        method("openai.api_requestor", "APIRequestor", "request", "sync", on_stream=follow),
-        method("openai.api_requestor", "APIRequestor", "arequest", "async", on_stream=follow),
+        method("openai.api_requestor", "APIRequestor", "request", "sync", on_stream=follow_result),
+        method("openai.api_requestor", "APIRequestor", "arequest", "async", on_stream=follow_result),
     )
 
 
