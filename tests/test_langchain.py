@@ -440,3 +440,28 @@ def test_fuzz_whatever_the_model_returns_the_app_sees_the_same_and_one_record_is
         assert run() == expected
     assert len(log.calls) == 1
     tokentrail.uninstrument("langchain")
+
+
+def test_the_handler_never_raises_into_langchain_whatever_it_is_given(log):
+    handler = next(h for var, *_ in __import__("langchain_core.tracers.context", fromlist=["x"])._configure_hooks
+                   if isinstance(h := var.get(), adapter.Tracer))
+    junk = [None, 1, "x", object(), [[None]], {"generations": "no"}, {"llm_output": 5}]
+    run = "run-junk"
+    for value in junk:
+        handler.on_chain_start(value, value, run_id=run, parent_run_id=value, tags=value if isinstance(value, list) else None,
+                               metadata=value if isinstance(value, dict) else None)
+        handler.on_chat_model_start(value, value, run_id=run, metadata=value if isinstance(value, dict) else None,
+                                    invocation_params=value)
+        handler.on_llm_start(value, value, run_id=run)
+        handler.on_llm_new_token(value, run_id=run)
+        handler.on_llm_end(value, run_id=run)
+        handler.on_llm_error(value, run_id=run)
+        handler.on_tool_start(value, value, run_id=run, inputs=value)
+        handler.on_tool_end(value, run_id=run)
+        handler.on_tool_error(value, run_id=run)
+        handler.on_retriever_start(value, value, run_id=run)
+        handler.on_retriever_end(value, run_id=run)
+        handler.on_agent_action(value, run_id=run)
+        handler.on_chain_end(value, run_id=run)
+        handler.on_chain_error(value, run_id=run)
+    assert handler.runs.open_count() == 0 and not handler.calls and not handler.tools

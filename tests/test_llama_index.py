@@ -400,3 +400,13 @@ def test_fuzz_whatever_raw_holds_the_app_sees_the_same_and_one_record_is_made(ra
         assert run() == expected
     assert len(log.calls) == 1
     tokentrail.uninstrument("llama_index")
+
+
+def test_the_handlers_never_raise_whatever_they_are_given(log):
+    state = tracer()
+    for value in [None, 1, "x", object(), [None], {"span_id": 3}]:
+        state.span_enter(value, value, value, value)  # type: ignore[arg-type]
+        state.span_end(value, result=value, error=value)  # type: ignore[arg-type]
+        state.on_event(value)
+    MockLLM().complete("still fine")
+    assert len(log.calls) == 1

@@ -52,7 +52,7 @@ lets that one stop the model call before the provider is called).
 
 from __future__ import annotations
 
-import threading
+import functools
 from contextvars import ContextVar
 from typing import Any
 
@@ -234,10 +234,27 @@ def step_out(ended: Any) -> None:
 # -- the handler ----------------------------------------------------------------------------------------
 
 
+def _never_raises(method: Any) -> Any:
+    """A callback that never raises into LangChain (the handler has `raise_error = True`, so that a budget's
+    `BudgetExceeded` can stop a model call): anything else is logged once and swallowed."""
+    what = method.__name__
+
+    @functools.wraps(method)
+    def safe(self: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            method(self, *args, **kwargs)
+        except BudgetExceeded:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            log.error_once(f"callback.langchain.{what}", f"tokentrail: could not read LangChain's {what} callback", exc)
+
+    return safe
+
+
 class Tracer:
     """LangChain callbacks -> tokentrail runs. Mixed into `BaseCallbackHandler` at install time."""
 
-    raise_error = True  # only BudgetExceeded ever leaves a method: let it stop the model call
+    raise_error = True  # only BudgetExceeded ever leaves a method (_never_raises): let it stop the model call
     run_inline = True  # async runs: call us in the run's context, not a thread-pool copy
 
     def __init__(self) -> None:
@@ -248,7 +265,9 @@ class Tracer:
         self.calls: dict[Any, Any] = {}  # run id -> FrameworkCall (to step out of it when it ends)
         self.hidden: dict[Any, Any] = {}  # run id of a run not recorded -> its parent's run id
         self.marked: set[Any] = set()  # runs inside a create_agent graph
-        self.lock = threading.Lock()
+
+    def recording(self) -> bool:
+        return self.enabled and route_if_recording()[0]
 
     # -- parents --
 
@@ -274,30 +293,25 @@ class Tracer:
             labels["langchain_agent"] = metadata["lc_agent_name"]
         return labels
 
-    def _guard(self, what: str, exc: Exception) -> None:
-        log.error_once(f"callback.langchain.{what}", f"tokentrail: could not read LangChain's {what} callback", exc)
-
     # -- chains, agents, graphs, retrievers --
 
+    @_never_raises
     def on_chain_start(self, serialized: Any, inputs: Any, *, run_id: Any, parent_run_id: Any = None,
                        tags: Any = None, metadata: Any = None, **kwargs: Any) -> None:
-        if not self.enabled or not route_if_recording()[0]:
+        if not self.recording():
             return  # nothing records here: read nothing
-        try:
-            metadata = metadata or {}
-            if tags and "langsmith:hidden" in tags:
-                self.hidden[run_id] = parent_run_id
-                return
-            name = name_of(serialized, kwargs, "chain")
-            parent_marked = parent_run_id in self.marked
-            if metadata.get("ls_integration") == _AGENT_MARK:
-                self.marked.add(run_id)
-            kind = kind_of(name, metadata, parent_marked, kwargs.get("run_type"))
-            if kind == "agent" and metadata.get("lc_agent_name"):
-                name = str(metadata["lc_agent_name"])
-            self.start_span(run_id, name, kind, parent_run_id)
-        except Exception as exc:  # noqa: BLE001
-            self._guard("chain_start", exc)
+        metadata = metadata or {}
+        if tags and "langsmith:hidden" in tags:
+            self.hidden[run_id] = parent_run_id
+            return
+        name = name_of(serialized, kwargs, "chain")
+        parent_marked = parent_run_id in self.marked
+        if metadata.get("ls_integration") == _AGENT_MARK:
+            self.marked.add(run_id)
+        kind = kind_of(name, metadata, parent_marked, kwargs.get("run_type"))
+        if kind == "agent" and metadata.get("lc_agent_name"):
+            name = str(metadata["lc_agent_name"])
+        self.start_span(run_id, name, kind, parent_run_id)
 
     def start_span(self, run_id: Any, name: str, kind: str, parent_run_id: Any) -> Any:
         span = self.runs.start_span(run_id, name, kind=kind, parent=self.parent(parent_run_id))
@@ -315,12 +329,15 @@ class Tracer:
         self.runs.end_span(run_id, error=error)
         step_out(span)
 
+    @_never_raises
     def on_chain_end(self, outputs: Any, *, run_id: Any, **kwargs: Any) -> None:
         self.end_span(run_id)
 
+    @_never_raises
     def on_chain_error(self, error: BaseException, *, run_id: Any, **kwargs: Any) -> None:
         self.end_span(run_id, error)
 
+    @_never_raises
     def on_agent_action(self, action: Any, *, run_id: Any, **kwargs: Any) -> None:
         """Only agents report actions: the run is an agent, whatever it was named."""
         span = self.spans.get(run_id)
@@ -328,35 +345,33 @@ class Tracer:
             span.operation = "invoke_agent"
             span.fields["metadata"] = {**(span.fields.get("metadata") or {}), "kind": "agent"}
 
+    @_never_raises
     def on_retriever_start(self, serialized: Any, query: Any, *, run_id: Any, parent_run_id: Any = None,
                            tags: Any = None, metadata: Any = None, **kwargs: Any) -> None:
-        if not self.enabled:
+        if not self.recording():
             return
-        try:
-            span = self.start_span(run_id, name_of(serialized, kwargs, "retriever"), "retriever", parent_run_id)
-            if span is not None:
-                span.operation = "retrieval"
-        except Exception as exc:  # noqa: BLE001
-            self._guard("retriever_start", exc)
+        span = self.start_span(run_id, name_of(serialized, kwargs, "retriever"), "retriever", parent_run_id)
+        if span is not None:
+            span.operation = "retrieval"
 
+    @_never_raises
     def on_retriever_end(self, documents: Any, *, run_id: Any, **kwargs: Any) -> None:
         span = self.spans.get(run_id)
         if span is not None and isinstance(documents, list):
             span.fields["metadata"] = {**(span.fields.get("metadata") or {}), "documents": len(documents)}
         self.end_span(run_id)
 
+    @_never_raises
     def on_retriever_error(self, error: BaseException, *, run_id: Any, **kwargs: Any) -> None:
         self.end_span(run_id, error)
 
     # -- models --
 
     def start_call(self, run_id: Any, parent_run_id: Any, metadata: Any, kwargs: dict[str, Any], operation: str) -> Any:
-        if not route_if_recording()[0]:
-            return None  # nothing records here: read nothing
         metadata = metadata or {}
         invocation = kwargs.get("invocation_params") or {}
         parent = self.parent(parent_run_id)
-        call = self.runs.start_call(
+        call = self.runs.start_call(  # raises BudgetExceeded when a budget set to `raise` refuses the call
             run_id, provider=metadata.get("ls_provider"), model=model_of(metadata, invocation), operation=operation,
             parent=parent, labels=self.labels(run_id, parent, metadata),
             request_params=request_params(invocation, metadata))
@@ -364,93 +379,79 @@ class Tracer:
             self.calls[run_id] = call
         return call
 
+    @_never_raises
     def on_chat_model_start(self, serialized: Any, messages: Any, *, run_id: Any, parent_run_id: Any = None,
                             tags: Any = None, metadata: Any = None, **kwargs: Any) -> None:
-        if not self.enabled:
+        if not self.recording():
             return
-        try:
-            call = self.start_call(run_id, parent_run_id, metadata, kwargs, "chat")
-            if call is not None and messages:
-                call.content_in = messages_of(messages[0])
-        except BudgetExceeded:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            self._guard("chat_model_start", exc)
+        call = self.start_call(run_id, parent_run_id, metadata, kwargs, "chat")
+        if call is not None and messages:
+            call.content_in = messages_of(messages[0])
 
+    @_never_raises
     def on_llm_start(self, serialized: Any, prompts: Any, *, run_id: Any, parent_run_id: Any = None,
                      tags: Any = None, metadata: Any = None, **kwargs: Any) -> None:
-        if not self.enabled:
+        if not self.recording():
             return
-        try:
-            call = self.start_call(run_id, parent_run_id, metadata, kwargs, "text_completion")
-            if call is not None and prompts:
-                call.content_in = prompts[0] if len(prompts) == 1 else list(prompts)
-        except BudgetExceeded:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            self._guard("llm_start", exc)
+        call = self.start_call(run_id, parent_run_id, metadata, kwargs, "text_completion")
+        if call is not None and prompts:
+            call.content_in = prompts[0] if len(prompts) == 1 else list(prompts)
 
+    @_never_raises
     def on_llm_new_token(self, token: Any, *, run_id: Any, **kwargs: Any) -> None:
-        self.runs.first_chunk(run_id)
+        if run_id in self.calls:
+            self.runs.first_chunk(run_id)
 
+    @_never_raises
     def on_llm_end(self, response: Any, *, run_id: Any, **kwargs: Any) -> None:
         if run_id not in self.calls:
             return  # not opened (not recording when it started)
         try:
             fields = result_fields(response)
         except Exception as exc:  # noqa: BLE001 - end the call with what we have
-            self._guard("llm_end", exc)
+            log.error_once("callback.langchain.result", "tokentrail: could not read a LangChain result", exc)
             fields = {}
         self.runs.end_call(run_id, **fields)
         step_out(self.calls.pop(run_id, None))
 
+    @_never_raises
     def on_llm_error(self, error: BaseException, *, run_id: Any, **kwargs: Any) -> None:
         self.runs.end_call(run_id, error=error)
         step_out(self.calls.pop(run_id, None))
 
     # -- tools --
 
+    @_never_raises
     def on_tool_start(self, serialized: Any, input_str: Any, *, run_id: Any, parent_run_id: Any = None,
                       tags: Any = None, metadata: Any = None, inputs: Any = None, **kwargs: Any) -> None:
-        if not self.enabled:
+        if not self.recording():
             return
-        try:
-            recording, route = route_if_recording()
-            if not recording:
-                return
-            parent = self.parent(parent_run_id)
-            span = self.spans.get(parent) if parent is not None else None
-            if span is not None:
-                current_span.set(span)  # the tool's parent: the chain/agent that ran it
-            tool = PendingTool(name_of(serialized, kwargs, "tool"), route)
-            tool.fields["source"] = "langchain"
-            if kwargs.get("tool_call_id"):
-                tool.fields["tool_call_id"] = kwargs["tool_call_id"]
-            tool.arguments = inputs if inputs is not None else input_str
-            self.tools[run_id] = tool
-            current_span.set(tool)  # calls made inside the tool hang from it
-        except Exception as exc:  # noqa: BLE001
-            self._guard("tool_start", exc)
+        parent = self.parent(parent_run_id)
+        span = self.spans.get(parent) if parent is not None else None
+        if span is not None:
+            current_span.set(span)  # the tool's parent: the chain/agent that ran it
+        tool = PendingTool(name_of(serialized, kwargs, "tool"), route_if_recording()[1])
+        tool.fields["source"] = "langchain"
+        if kwargs.get("tool_call_id"):
+            tool.fields["tool_call_id"] = kwargs["tool_call_id"]
+        tool.arguments = inputs if inputs is not None else input_str
+        self.tools[run_id] = tool
+        current_span.set(tool)  # calls made inside the tool hang from it
 
+    @_never_raises
     def on_tool_end(self, output: Any, *, run_id: Any, **kwargs: Any) -> None:
         tool = self.tools.pop(run_id, None)
-        if tool is None:
-            return
-        try:
+        if tool is not None:
             tool.result, error = _tool_result(output)
             tool.finish(error)
             step_out(tool)
-        except Exception as exc:  # noqa: BLE001
-            self._guard("tool_end", exc)
 
+    @_never_raises
     def on_tool_error(self, error: BaseException, *, run_id: Any, **kwargs: Any) -> None:
         tool = self.tools.pop(run_id, None)
         if tool is not None:
-            try:
-                tool.finish(error)
-                step_out(tool)
-            except Exception as exc:  # noqa: BLE001
-                self._guard("tool_error", exc)
+            tool.finish(error)
+            step_out(tool)
 
 
 def install(adapter: Any) -> Any:

@@ -44,7 +44,6 @@ not recorded.
 
 from __future__ import annotations
 
-import threading
 from typing import Any, ClassVar
 
 from .. import log
@@ -202,7 +201,6 @@ class Tracer:
         self.spans: dict[str, Any] = {}  # recorded span id -> (span, id of its instance: re-entry into itself is folded)
         self.calls: dict[str, Any] = {}  # span id of an LLM/embedding call open in self.runs -> (label, call)
         self.tools: dict[str, Any] = {}  # span id -> PendingTool
-        self.lock = threading.Lock()
 
     def _guard(self, what: str, exc: Exception) -> None:
         log.error_once(f"callback.llama_index.{what}", f"tokentrail: could not read LlamaIndex's {what}", exc)
@@ -248,6 +246,12 @@ class Tracer:
             self._guard("span_enter", exc)
 
     def span_end(self, span_id: str, result: Any = None, error: Any = None) -> None:
+        try:
+            self.close_span(span_id, result, error)
+        except Exception as exc:  # noqa: BLE001
+            self._guard("span_end", exc)
+
+    def close_span(self, span_id: str, result: Any, error: Any) -> None:
         if self.up.pop(span_id, _ABSENT) is not _ABSENT:
             if error is not None and span_id in self.calls:  # a failed call: no End event, only the drop
                 self.end_call(span_id, error=error)
