@@ -427,7 +427,7 @@ class PendingCall(_Pending):
             out["request_params"] = safe_params(out["request_params"])
         if out.get("stream") and out.get("input_tokens") is None and out.get("output_tokens") is None:
             self._estimate_tokens(out)
-        if self.content_in is not None:
+        if self.content_in is not None and (settings.capture_content or out.get("message_count") is None):
             messages = _messages(self.content_in)
             out.setdefault("message_count", len(messages))
             if settings.capture_content:
