@@ -68,8 +68,8 @@ from ..errors import BudgetExceeded
 from ..runtime import route_if_recording
 from ..semconv import normalize_provider
 from ..shapes import pick
-from . import openai as openai_readers
 from ..usage import TOKEN_KEYS
+from . import openai as openai_readers
 from .callback_point import Runs
 from .endpoint import usage_fields
 from .patch import Hook, MethodPatch, Undo
@@ -178,7 +178,8 @@ def call_kind(call_type: Any) -> str:
 
 
 def _endpoint(kind: str) -> Any:
-    return openai_readers.ENDPOINTS.get(_ENDPOINTS.get(kind, "/chat/completions"))
+    """The openai adapter's endpoint for a call type (chat for those it has none for: rerank, …)."""
+    return openai_readers.ENDPOINTS.get(_ENDPOINTS.get(kind, ""), openai_readers.ENDPOINTS["/chat/completions"])
 
 
 def token_fields(usage: Any) -> dict[str, Any]:
@@ -195,10 +196,9 @@ def token_fields(usage: Any) -> dict[str, Any]:
 
 def request_fields(kind: str, body: Any) -> tuple[dict[str, Any], Any]:
     """The request's fields and messages, read as the openai adapter reads the same endpoint."""
-    endpoint = _endpoint(kind)
-    if endpoint is None or not isinstance(body, dict):
+    if not isinstance(body, dict):
         return {}, None
-    fields, content = endpoint.request(body)
+    fields, content = _endpoint(kind).request(body)
     return {k: v for k, v in fields.items() if v is not None}, content
 
 
@@ -212,15 +212,14 @@ def response_fields(kind: str, response: Any) -> tuple[dict[str, Any], Any]:
     elif pick(response, "output") is not None:
         reader = openai_readers.responses_response
     else:
-        endpoint = _endpoint(kind)
-        reader = endpoint.response if endpoint is not None else openai_readers.model_and_usage
+        reader = _endpoint(kind).response
     fields, text = reader(response)
     fields = {k: v for k, v in fields.items() if v is not None and k not in TOKEN_KEYS}
     fields.update(token_fields(pick(response, "usage")))
     return fields, text if isinstance(text, str) else None
 
 
-def _seconds(value: Any) -> float | None:
+def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
@@ -233,7 +232,7 @@ def outcome_fields(kind: str, response: Any, logged: Any) -> tuple[dict[str, Any
     hidden = hidden if isinstance(hidden, dict) else {}
     metadata = dict(fields.get("metadata") or {})
     cost = logged.get("response_cost", hidden.get("response_cost"))
-    if _seconds(cost) is not None:
+    if _number(cost) is not None:
         metadata["litellm_cost"] = cost
     if metadata:
         fields["metadata"] = metadata
@@ -242,7 +241,7 @@ def outcome_fields(kind: str, response: Any, logged: Any) -> tuple[dict[str, Any
             fields.pop(name, None)
         fields.update(cache_hit=True, cost_usd=0.0, input_cost_usd=0.0, output_cost_usd=0.0)
         return fields, text
-    start, end, first = (_seconds(logged.get(k)) for k in ("startTime", "endTime", "completionStartTime"))
+    start, end, first = (_number(logged.get(k)) for k in ("startTime", "endTime", "completionStartTime"))
     if start is not None and end is not None and end >= start:
         fields["duration_ms"] = (end - start) * 1000
     if logged.get("stream") is True:
@@ -288,8 +287,8 @@ _lock = threading.Lock()
 
 def _start(key: Any, kind: str, provider: Any, model: Any, body: Any, in_entry: bool, labels: dict[str, Any]) -> _Open | None:
     """Open the record of a LiteLLM call here (the calling context: its attribution and parent)."""
-    call = _runs.start_call(key, provider=provider_name(provider), model=model,
-                            operation=_endpoint(kind).operation if _endpoint(kind) else "chat", labels=labels)
+    call = _runs.start_call(key, provider=provider_name(provider), model=model, operation=_endpoint(kind).operation,
+                            labels=labels)
     if call is None:
         return None
     opened = _Open(key, call, kind, in_entry)
@@ -692,7 +691,7 @@ def _ensure_registered() -> None:
     """The logger is in `litellm.callbacks` (an application that replaced the list since `init()` dropped it)."""
     callbacks = _litellm().callbacks
     handler = litellm_callback()
-    if handler not in callbacks:
+    if isinstance(callbacks, list) and handler not in callbacks:
         callbacks.append(handler)
 
 
