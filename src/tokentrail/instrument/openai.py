@@ -23,6 +23,9 @@ table, chosen at import from the installed version, at the end of this module).
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from itertools import accumulate, count, repeat
+from operator import add, not_
 from typing import Any
 
 from ..semconv import provider_from_url
@@ -177,6 +180,36 @@ def _chat_chunks_dicts(chunks: list[Any]) -> tuple[dict[str, Any], Any]:
     fields["finish_reasons"] = [finish[i] for i in sorted(finish)] or None
     fields["tool_call_count"] = len(tool_calls)
     return fields, "".join(text) or None
+
+
+# How a chunk that carries only text ends (one choice, no finish reason yet), in both JSON spacings,
+# with and without the `usage: null` that `include_usage` adds to every chunk; and what else a chunk
+# that ends so may carry (a tool call's pieces, usage, another choice's finish reason).
+_TEXT_TAILS = (b'"finish_reason":null}]}', b'"finish_reason":null}],"usage":null}',
+               b'"finish_reason": null}]}', b'"finish_reason": null}], "usage": null}')
+_NOT_TEXT = (b'"tool_calls"', b'"usage":{', b'"usage": {', b'"finish_reason":"', b'"finish_reason": "')
+
+
+def _chat_plan(payloads: list[bytes]) -> list[bool]:
+    """Which chunks the worker parses when content is not kept: all but those that carry only text.
+    A chunk's tail says it is text; the few that also hold something else are found by searching all
+    chunks' bytes at once. No Python step per chunk."""
+    text = list(map(bytes.endswith, payloads, repeat(_TEXT_TAILS)))
+    body = b"\n".join(payloads)
+    ends = None
+    for mark in _NOT_TEXT:
+        at = body.find(mark)
+        if at < 0:
+            continue
+        if ends is None:
+            ends = list(map(add, accumulate(map(len, payloads)), count()))  # where each chunk ends in `body`
+        while at >= 0:
+            text[bisect_right(ends, at)] = False
+            at = body.find(mark, at + 1)
+    return list(map(not_, text))
+
+
+chat_chunks.sse_plan = _chat_plan  # type: ignore[attr-defined]
 
 
 def _chat_chunks_any(chunks: list[Any]) -> tuple[dict[str, Any], Any]:

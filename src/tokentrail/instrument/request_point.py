@@ -36,7 +36,7 @@ from typing import Any, Callable
 from ..context import current_span
 from .endpoint import Call, Endpoint
 from .patch import MethodPatch
-from .sdkcall import SDKCall, afollow, call_wrappers, finish_stream, follow
+from .sdkcall import SDKCall, call_wrappers, finish_stream
 
 __all__ = ["stainless_patches", "stainless_call_of", "tracked_stream_class"]
 
@@ -248,18 +248,48 @@ async def _async_kept_events(self: Any, call: SDKCall | None) -> Any:
 
 
 def _sync_stream(self: Any) -> Any:
-    """The stream's end, failure or early close (sdkcall.follow). A generator, so the call is looked up
-    on the first chunk: the SDK builds the stream before the wrapper has attached the call to it."""
+    """The stream's end, failure or early close. A generator, so the call is looked up on the first
+    chunk: the SDK builds the stream before the wrapper has attached the call to it. It does what
+    sdkcall.follow does, written out: delegating to `follow` would resume two generator frames per
+    chunk instead of one (`yield from`: no bytecode of ours runs per chunk)."""
     chunks = self._tokentrail_base.__stream__(self)
     call = _call_of(self)
-    yield from chunks if call is None else follow(chunks, call)
+    if call is None:
+        yield from chunks
+        return
+    try:
+        yield from chunks
+    except GeneratorExit:
+        finish_stream(call, incomplete=True)
+        raise
+    except BaseException as exc:
+        finish_stream(call, exc)
+        raise
+    finish_stream(call)
 
 
 async def _async_stream(self: Any) -> Any:
+    """The async twin (sdkcall.afollow, written out for the same reason)."""
     chunks = self._tokentrail_base.__stream__(self)
     call = _call_of(self)
-    async for chunk in chunks if call is None else afollow(chunks, call):
-        yield chunk
+    if call is None:
+        async for chunk in chunks:
+            yield chunk
+        return
+    try:
+        async for chunk in chunks:
+            yield chunk
+    except GeneratorExit:
+        finish_stream(call, incomplete=True)
+        raise
+    except BaseException as exc:
+        finish_stream(call, exc)
+        raise
+    finally:
+        close = getattr(chunks, "aclose", None)
+        if close is not None:
+            await close()
+    finish_stream(call)
 
 
 def _closed(stream: Any) -> None:

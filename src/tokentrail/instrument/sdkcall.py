@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import time
 from itertools import compress, repeat
+from operator import getitem
 from typing import Any, Callable
 
 from .. import log
@@ -91,19 +92,19 @@ def _parse_all(payloads: list[bytes]) -> list[Any]:
     return [parse_json(p) for p in payloads]
 
 
-_SKIPPED: dict[str, Any] = {}  # stands for an event left unparsed: it counts as a chunk and carries nothing
-
-
-def _events(payloads: list[bytes], plan: Callable[[list[bytes]], Any] | None) -> tuple[list[Any], bool]:
-    """The events of a stream, parsed. With a reader's `plan` (used when content is not kept), only the
-    events it marks are parsed — it leaves out those that carry nothing but text — and `_SKIPPED`
-    stands for each of the others (the first event is always read)."""
+def _events(payloads: list[bytes], plan: Callable[[list[bytes]], Any] | None) -> tuple[list[Any], int]:
+    """The events of a stream, parsed, and how many were left unparsed. With a reader's `plan` (used
+    when content is not kept), only the events it marks are parsed — it leaves out those that carry
+    nothing but text, which then only count as chunks (the first event is always read)."""
     keep = plan(payloads) if plan is not None and len(payloads) > 2 else None
     if keep is None:
-        return _parse_all(payloads), False
+        return _parse_all(payloads), 0
     keep[0] = True
-    parsed = iter(_parse_all(list(compress(payloads, keep))))
-    return [next(parsed) if k else _SKIPPED for k in keep], True
+    kept = list(compress(payloads, keep))
+    return _parse_all(kept), len(payloads) - len(kept)
+
+
+_AFTER_DATA = slice(6, None)  # a line's text after `data: `
 
 
 def sse_data(raw: bytes) -> list[bytes]:
@@ -123,12 +124,12 @@ def sse_data(raw: bytes) -> list[bytes]:
     if count % 2 == 1 and not any(lines[1::2]):  # data / blank / data / …
         data = lines[0::2]
         if all(map(bytes.startswith, data, repeat(b"data: "))):
-            return [line[6:] for line in data]
+            return list(map(getitem, data, repeat(_AFTER_DATA)))
     elif count % 3 == 2 and not any(lines[2::3]):  # other line / data / blank / …
         data = lines[1::3]
         if all(map(bytes.startswith, data, repeat(b"data: "))) and \
                 not any(map(bytes.startswith, lines[0::3], repeat(b"data"))) and all(lines[0::3]):
-            return [line[6:] for line in data]
+            return list(map(getitem, data, repeat(_AFTER_DATA)))
     return _sse_slow(raw[:end].split(b"\n\n"))
 
 
@@ -191,24 +192,28 @@ class SDKCall(PendingCall):
                 plan = None if settings.capture_content else getattr(reader, "sse_plan", None)
                 events, skipped = _events(payloads, plan)
             else:
-                events, skipped = [parse_json(c) for c in self.chunks], False
+                events, skipped = [parse_json(c) for c in self.chunks], 0
             # `[DONE]` and the like are no chunk; an error event is raised by the SDK, not yielded.
             events = [e for e in events if e is not None and not (type(e) is dict and "error" in e)]
             got, self.content_out = reader(events) if reader else ({}, None)
-            if skipped and got.get("input_tokens") is None and got.get("output_tokens") is None:
-                # No usage reported: the text is what the tokens will be estimated from. Read all of it.
-                events = [e for e in _parse_all(payloads) if e is not None and not (type(e) is dict and "error" in e)]
-                got, self.content_out = reader(events)
+            if skipped:
+                if got.get("input_tokens") is None and got.get("output_tokens") is None:
+                    # No usage reported: the text is what the tokens will be estimated from. Read all of it.
+                    events = [e for e in _parse_all(payloads) if e is not None and not (type(e) is dict and "error" in e)]
+                    got, self.content_out = reader(events)
+                    skipped = 0
+                elif type(got.get("chunk_count")) is int:
+                    got = {**got, "chunk_count": got["chunk_count"] + skipped}  # each one left unparsed was a chunk
             extra = fields.setdefault("metadata", {})
             if self.first_chunk_ns is not None and self.end_ns is not None:
                 streamed_ms = (self.end_ns - self.first_chunk_ns) / 1e6
                 extra["stream_duration_ms"] = streamed_ms
                 if streamed_ms > 0:
-                    extra["chunks_per_s"] = (got.get("chunk_count") or len(events)) / (streamed_ms / 1000)
+                    extra["chunks_per_s"] = (got.get("chunk_count") or len(events) + skipped) / (streamed_ms / 1000)
             if self.closed_early:
                 extra["stream_incomplete"] = True
             # One chunk per event, unless the adapter says otherwise.
-            sources: tuple[dict[str, Any], ...] = (got, {"chunk_count": len(events), "stream": True}, asked)
+            sources: tuple[dict[str, Any], ...] = (got, {"chunk_count": len(events) + skipped, "stream": True}, asked)
         else:
             data = parse_json(self.raw_response) if self.raw_response is not None else _response_data(self.result)
             if data is not None:

@@ -1,0 +1,108 @@
+"""The worker's fast paths read exactly what the slow ones did: SSE bodies as the SDKs decode them,
+streams with their text chunks left unparsed, JSON parsed in one go, rows encoded as before."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tokentrail.instrument import anthropic as anthropic_adapter
+from tokentrail.instrument import openai as openai_adapter
+from tokentrail.instrument.sdkcall import _events, _parse_all, parse_json, sse_data
+from tokentrail.sinks import schema
+
+PIECES = [b"data: ", b"data:", b"event: ", b"id: ", b"retry: 5", b": c", b"x", b"{}", b"\n", b"\n\n", b"\r\n",
+          b"\r", b"data: [DONE]", b"\n\n\n", b'data: {"a": 1}\n\n', b"event: ping\ndata: {}\n\n"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(PIECES), max_size=16))
+def test_sse_data_reads_what_the_sdks_decoders_read(pieces):
+    from openai._streaming import SSEDecoder as OpenAIDecoder
+    from anthropic._streaming import SSEDecoder as AnthropicDecoder
+
+    raw = b"".join(pieces)
+    ours = [data for data in sse_data(raw) if data]  # an event without data is no chunk either way
+    for decoder in (OpenAIDecoder, AnthropicDecoder):
+        assert ours == [event.data.encode() for event in decoder().iter_bytes(iter([raw])) if event.data]
+
+
+def test_sse_data_common_shapes_and_torn_end():
+    assert sse_data(b'data: {"a":1}\n\ndata: [DONE]\n\n') == [b'{"a":1}', b"[DONE]"]
+    assert sse_data(b"event: x\ndata: 1\n\nevent: y\ndata: 2\n\nevent: z\ndata: 3") == [b"1", b"2"]
+    assert sse_data(b"data: a\r\n\r\ndata: b\r\n\r\n") == [b"a", b"b"]
+    assert sse_data(b"data: a\ndata: b\n\n") == [b"a\nb"]
+
+
+def test_parse_all_sets_done_aside_and_falls_back_one_by_one():
+    assert _parse_all([b'{"a":1}', b"[2]", b"[DONE]"]) == [{"a": 1}, [2], None]
+    assert _parse_all([b'{"a":1}', b"torn{", b"3"]) == [{"a": 1}, None, 3]
+    assert _parse_all([b"1,2", b"3"]) == [None, 3]  # not one value each: read one by one
+    assert parse_json("[1]") == [1] and parse_json(b"\xff") is None and parse_json({"a": 1}) == {"a": 1}
+
+
+def _openai_chunks(rng: random.Random, compact: bool) -> list[bytes]:
+    dumps = (lambda o: json.dumps(o, separators=(",", ":"))) if compact else json.dumps
+    chunks = []
+    for _ in range(rng.randint(1, 30)):
+        choices = []
+        for index in range(rng.choice([1, 1, 1, 2])):
+            delta = rng.choice([{"content": "w"}, {"content": 'tricky "finish_reason":null}]}'}, {},
+                                {"tool_calls": [{"index": rng.randint(0, 1), "function": {"arguments": "x"}}]}])
+            choices.append({"index": index, "delta": delta, "logprobs": None,
+                            "finish_reason": rng.choice([None, None, None, "stop"])})
+        chunk = {"id": "c", "model": "m", "choices": choices}
+        if rng.random() < 0.5:
+            chunk["usage"] = None
+        if rng.random() < 0.05:
+            chunk["usage"] = {"prompt_tokens": 1, "completion_tokens": 2}
+        chunks.append(dumps(chunk).encode())
+    return chunks
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_openai_chunks_left_unparsed_change_no_field(seed):
+    rng = random.Random(seed)
+    payloads = _openai_chunks(rng, compact=seed % 2 == 0)
+    everything = [e for e in _parse_all(payloads) if e is not None]
+    parsed, skipped = _events(payloads, openai_adapter.chat_chunks.sse_plan)
+    assert len(parsed) + skipped == len(payloads)
+    assert openai_adapter.chat_chunks(parsed)[0] == openai_adapter.chat_chunks(everything)[0]
+
+
+def test_anthropic_text_deltas_left_unparsed_only_count():
+    events = [{"type": "message_start", "message": {"id": "m", "model": "claude", "usage": {"input_tokens": 3, "output_tokens": 1}}},
+              {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+              {"type": "ping"}]
+    events += [{"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "w"}}] * 20
+    events += [{"type": "content_block_stop", "index": 0},
+               {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 20}},
+               {"type": "message_stop"}]
+    for dumps in (json.dumps, lambda o: json.dumps(o, separators=(",", ":"))):
+        payloads = [dumps(e).encode() for e in events]
+        parsed, skipped = _events(payloads, anthropic_adapter.messages_chunks.sse_plan)
+        assert skipped == 20
+        fast, full = anthropic_adapter.messages_chunks(parsed)[0], anthropic_adapter.messages_chunks(events)[0]
+        assert {**fast, "chunk_count": fast["chunk_count"] + skipped} == full
+
+
+def test_row_encoders_match_the_standard_ones():
+    utc = datetime.timezone.utc
+    rng = random.Random(1)
+    for _ in range(20000):
+        moment = datetime.datetime.fromtimestamp(rng.choice([rng.uniform(-3, 3), rng.uniform(-1e9, 4e9),
+                                                            rng.randint(0, 2**31) + 0.999999]), utc)
+        assert schema._iso(moment) == moment.isoformat(timespec="microseconds")
+    naive = datetime.datetime(2024, 1, 2, 3, 4, 5, 6)
+    assert schema._iso(naive) == naive.isoformat(timespec="microseconds")
+    for value in ({"a": 1, "b": [1, 2, {"c": "é"}]}, ["stop"], "x", {"t": naive}, {"f": float("nan")}, {1: 2}):
+        assert schema._encode_json(value) == schema._standard_json(value)
+    loop: dict = {}
+    loop["self"] = loop
+    with pytest.raises(ValueError, match="Circular"):
+        schema._encode_json(loop)
