@@ -313,8 +313,6 @@ def test_a_call_after_a_litellm_call_is_not_taken_for_its_inner_call(url, log):
     assert len({c.trace_id for c in calls}) == 3 and all(c.parent_span_id is None for c in calls)
 
 
-@pytest.mark.xfail(strict=False, reason="core request_point: the finalizer on a raw response (with_raw_response) "
-                   "ends the stream's record when the raw response is dropped after parse(), before it is read")
 def test_a_stream_through_the_openai_sdk_is_recorded_once_by_the_sdk(url, log):
     text = "".join(c.choices[0].delta.content or "" for c in litellm.completion(**via_openai_sdk(url, stream=True)))
     (call,) = settled(log)

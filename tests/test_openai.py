@@ -288,3 +288,16 @@ def test_the_user_parameter_fills_user_id_unless_attribution_names_one(fake, log
     first, second, third = log.calls
     assert (first.user_id, second.user_id, third.user_id) == ("end-user-7", "u-from-app", "hashed-9")
     assert "default_user_id" not in (first.metadata or {})
+
+
+def test_a_raw_stream_parsed_then_dropped_is_still_followed_to_its_end(fake, log):
+    """`with_raw_response` then `parse()`, the raw wrapper dropped (as LiteLLM does): the stream lives on."""
+    client = fake.openai_client()
+    raw = client.chat.completions.with_raw_response.create(model="gpt-4o", messages=MESSAGES, stream=True,
+                                                            stream_options={"include_usage": True})
+    stream = raw.parse()
+    del raw
+    gc.collect()
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "Hello from the fake provider."
+    call = only(log)
+    assert call.chunk_count == 8 and "stream_incomplete" not in (call.metadata or {}) and call.output_tokens == 5

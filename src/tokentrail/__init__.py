@@ -34,6 +34,7 @@ _HOMES = {
     "Outcome": "record",
     "ToolCall": "record",
     "Operation": "semconv",
+    "litellm_callback": "instrument.litellm",
     "open_store": "sinks",
     "Cost": "pricing",
     "cost": "pricing",
@@ -63,6 +64,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from .runtime import CallLog, flush, get_active_sink, is_tracking, track, tracking, untrack
     from .tracker import Tracker, init, shutdown
     from . import instrument
+    from .instrument.litellm import litellm_callback
 
 __version__ = "0.1.0"
 
@@ -89,6 +91,7 @@ __all__ = [
     "set_llm_attributes",
     "set_token_usage",
     "Operation",
+    "litellm_callback",
     "workflow",
     "emit_outcome",
     "open_store",

@@ -79,9 +79,10 @@ def _follow_stream(call: SDKCall, result: Any) -> Any:
     call.chunks = []
     extensions[KEY] = call
     if type(result) not in _tracked_classes:
-        # Not our stream class (a raw response whose stream is parsed later): finish when it is dropped.
-        # Our class does that in `__del__`, which costs nothing until then.
-        weakref.finalize(result, finish_stream, call, None, True)
+        # Not our stream class (a raw response whose stream is parsed later): finish when the HTTP
+        # response is dropped — the parsed stream keeps it, so dropping the raw wrapper after `parse()`
+        # (LiteLLM does) ends nothing. Our class does that in `__del__`, which costs nothing until then.
+        weakref.finalize(response, finish_stream, call, None, True)
     return result
 
 
