@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import time
 from itertools import compress, repeat
-from operator import getitem
+from operator import eq, getitem
 from typing import Any, Callable
 
 from .. import log
@@ -104,7 +104,9 @@ def _events(payloads: list[bytes], plan: Callable[[list[bytes]], Any] | None) ->
     return _parse_all(kept), len(payloads) - len(kept)
 
 
-_AFTER_DATA = slice(6, None)  # a line's text after `data: `
+# Slices of a line: its first 6 bytes (`data: `), its first 4 (a field named `data`), its text after `data: `.
+# (Comparing slices in C costs half of bytes.startswith, which parses its arguments on every call.)
+_DATA, _FIELD, _AFTER_DATA = slice(None, 6), slice(None, 4), slice(6, None)
 
 
 def sse_data(raw: bytes) -> list[bytes]:
@@ -123,12 +125,12 @@ def sse_data(raw: bytes) -> list[bytes]:
     count = len(lines)
     if count % 2 == 1 and not any(lines[1::2]):  # data / blank / data / …
         data = lines[0::2]
-        if all(map(bytes.startswith, data, repeat(b"data: "))):
+        if all(map(eq, map(getitem, data, repeat(_DATA)), repeat(b"data: "))):
             return list(map(getitem, data, repeat(_AFTER_DATA)))
     elif count % 3 == 2 and not any(lines[2::3]):  # other line / data / blank / …
-        data = lines[1::3]
-        if all(map(bytes.startswith, data, repeat(b"data: "))) and \
-                not any(map(bytes.startswith, lines[0::3], repeat(b"data"))) and all(lines[0::3]):
+        data, heads = lines[1::3], lines[0::3]
+        if all(map(eq, map(getitem, data, repeat(_DATA)), repeat(b"data: "))) and all(heads) and \
+                not any(map(eq, map(getitem, heads, repeat(_FIELD)), repeat(b"data"))):
             return list(map(getitem, data, repeat(_AFTER_DATA)))
     return _sse_slow(raw[:end].split(b"\n\n"))
 
