@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import io
 import json
 import re
 import socketserver
@@ -256,11 +257,17 @@ def test_embeddings_in_the_sdk_default_base64(fake, log):
     assert only(log).request_params == {"encoding_format": "base64"}  # what the SDK sent
 
 
-def test_moderations_and_images_are_recorded_and_other_calls_pass_through(fake, log):
+def test_moderations_images_and_audio_are_recorded_and_other_calls_pass_through(fake, log):
     openai.Moderation.create(input="hello")
     openai.Image.create(prompt="a cat", n=2, size="256x256")
+    audio = io.BytesIO(b"ID3fake-mp3")
+    audio.name = "a.mp3"
+    transcript = openai.Audio.transcribe("whisper-1", audio, language="en")  # multipart: files and form fields
     openai.Model.list()  # GET /models: not an LLM call
-    moderation, image = sorted(log.calls, key=lambda c: c.started_at)
+    moderation, image, transcription = sorted(log.calls, key=lambda c: c.started_at)
+    assert (transcription.operation, transcription.request_model, transcription.request_params) == (
+        "speech_to_text", "whisper-1", {"language": "en"})
+    assert transcription.metadata == {"audio_seconds": transcript.usage.seconds}
     assert (moderation.operation, moderation.metadata) == ("moderation", {"flagged": False})
     assert (image.operation, image.request_params, image.metadata) == ("image_generation", {"n": 2, "size": "256x256"}, {"images": 2})
     assert ("GET", "/v1/models") in fake.requests
