@@ -301,3 +301,15 @@ def test_a_raw_stream_parsed_then_dropped_is_still_followed_to_its_end(fake, log
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "Hello from the fake provider."
     call = only(log)
     assert call.chunk_count == 8 and "stream_incomplete" not in (call.metadata or {}) and call.output_tokens == 5
+
+
+def test_malformed_tool_calls_and_indexes_still_give_a_full_record():
+    """Shapes a provider should never send, read without losing the record's other fields."""
+    from tokentrail.instrument import openai as adapter
+
+    fields, _ = adapter.chat_response({"id": "c1", "model": "gpt-4o", "choices": [{"message": {"tool_calls": 5}, "finish_reason": "stop"}],
+                                       "usage": {"prompt_tokens": 3, "completion_tokens": 1}})
+    assert (fields["response_id"], fields["tool_call_count"], fields["input_tokens"]) == ("c1", 0, 3)
+    fields, text = adapter.chat_chunks([{"id": "c2", "choices": [{"index": {"bad": 1}, "delta": {"content": "hi"}, "finish_reason": "stop"}]},
+                                        {"id": "c2", "choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": 1}}])
+    assert fields["finish_reasons"] == ["stop"] and fields["input_tokens"] == 2

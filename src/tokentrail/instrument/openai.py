@@ -29,7 +29,7 @@ from operator import add, not_
 from typing import Any
 
 from ..semconv import provider_from_url
-from ..shapes import pick
+from ..shapes import items, pick
 from .endpoint import Endpoint, no_response, params, usage_fields
 from .request_point import stainless_call_of, stainless_patches
 
@@ -102,6 +102,8 @@ def _chat_response_dict(data: dict[str, Any]) -> tuple[dict[str, Any], Any]:
                 raise _Shape
             tool_calls = message.get("tool_calls")
             if tool_calls:
+                if type(tool_calls) is not list:
+                    raise _Shape
                 calls += len(tool_calls)
         reason = choice.get("finish_reason")
         if reason:
@@ -115,7 +117,7 @@ def _chat_response_dict(data: dict[str, Any]) -> tuple[dict[str, Any], Any]:
 
 def _chat_response_any(data: Any) -> tuple[dict[str, Any], Any]:
     choices = pick(data, "choices") or []
-    calls = sum(len(pick(c, "message", "tool_calls") or ()) for c in choices)
+    calls = sum(len(items(pick(c, "message", "tool_calls"))) for c in items(choices))
     return {
         "response_id": pick(data, "id"),
         "response_model": pick(data, "model"),
@@ -158,6 +160,8 @@ def _chat_chunks_dicts(chunks: list[Any]) -> tuple[dict[str, Any], Any]:
             if type(choice) is not dict:
                 raise _Shape
             index = choice.get("index") or 0
+            if type(index) is not int:
+                raise _Shape
             reason = choice.get("finish_reason")
             if reason:
                 finish[index] = reason
@@ -223,12 +227,14 @@ def _chat_chunks_any(chunks: list[Any]) -> tuple[dict[str, Any], Any]:
         usage = pick(chunk, "usage")
         if usage is not None:
             fields.update(usage_fields(usage))
-        for choice in pick(chunk, "choices") or ():
+        for choice in items(pick(chunk, "choices")):
             index = pick(choice, "index") or 0
+            index = index if type(index) is int else 0  # a malformed index: counted as the first choice's
             if pick(choice, "finish_reason"):
                 finish[index] = pick(choice, "finish_reason")
-            for call in pick(choice, "delta", "tool_calls") or ():
-                tool_calls.add((index, pick(call, "index") or 0))
+            for call in items(pick(choice, "delta", "tool_calls")):
+                call_index = pick(call, "index") or 0
+                tool_calls.add((index, call_index if type(call_index) is int else 0))
             content = pick(choice, "delta", "content")
             if index == 0 and isinstance(content, str):
                 text.append(content)
