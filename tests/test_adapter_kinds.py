@@ -257,3 +257,19 @@ def test_a_library_whose_internals_moved_is_left_as_it_was_with_one_log_line(cap
     finally:
         tokentrail.uninstrument("fakemoved")
         registry.ADAPTERS.pop("fakemoved", None)
+
+
+def test_an_ended_framework_run_stops_being_the_contexts_current_span():
+    """It must not parent later calls, nor keep its error (and its traceback's frames) alive."""
+    from tokentrail.context import current_span
+    from tokentrail.instrument.callback_point import Runs
+
+    runs = Runs("fakeframework")
+    with tokentrail.tracking() as log:
+        with tokentrail.workflow("outer") as run:
+            runs.start_span("chain", "chain")
+            runs.start_call("llm", provider="openai", model="gpt-4o", parent="chain")
+            runs.end_call("llm", error=RuntimeError("boom"))
+            runs.end_span("chain")
+            assert current_span.get() is run  # back to the nearest open span: the workflow
+    assert len(log.calls) == 1 and log.calls[0].error_type == "RuntimeError"

@@ -89,6 +89,17 @@ class FrameworkCall(PendingCall):
             self.fields["metadata"] = {**self.labels, **(self.fields.get("metadata") or {})}
 
 
+def _step_out(run: Any) -> None:
+    """An ended run that is still this context's current span gives way to its nearest open ancestor:
+    it must not stay the parent of later calls, nor keep its error (and the frames of its traceback) alive.
+    (In another context than the one it was opened in, there is nothing to do.)"""
+    if current_span.get() is run:
+        outer = run.outer
+        while outer is not None and outer.end_ns is not None:
+            outer = getattr(outer, "outer", None)
+        current_span.set(outer)
+
+
 class Runs:
     """A framework's runs in flight, by its run ids. Thread-safe; never raises into the framework."""
 
@@ -128,6 +139,7 @@ class Runs:
             span = self._open.pop(key, None)
         if isinstance(span, FrameworkSpan):
             span.finish(error)
+            _step_out(span)
 
     def start_call(self, key: Any, *, provider: Any = None, model: Any = None, operation: Any = "chat",
                    parent: Any = None, labels: dict[str, Any] | None = None, **fields: Any) -> FrameworkCall | None:
@@ -172,6 +184,7 @@ class Runs:
                 if value is not None:
                     call.fields[name] = value
             call.finish(error)
+            _step_out(call)
         except Exception as exc:  # noqa: BLE001
             log.error_once(f"callback.{self.source}.end", f"tokentrail: {self.source} reported an end we could not read", exc)
 
