@@ -163,16 +163,18 @@ def _scrub_actions() -> dict[str, int]:
 
 
 _SCRUB_ACTIONS = _scrub_actions()
+_SCRUB_NAMES = frozenset(_SCRUB_ACTIONS)
 
 
 def _scrubbed(out: dict[str, Any], done: str | None = None) -> dict[str, Any]:
     """Every stored text masked and credential-named keys dropped (redact.py), once, before the record
     exists (`done`: a field already scrubbed)."""
     actions = _SCRUB_ACTIONS
-    for name, value in out.items():
-        action = actions.get(name)
-        if action is None or value is None:
+    for name in out.keys() & _SCRUB_NAMES:  # the text-bearing fields of this record only (a C-level set op)
+        value = out[name]
+        if value is None:
             continue
+        action = actions[name]
         kind = type(value)
         if action == 1:
             if kind is str and not value.isascii():
