@@ -65,3 +65,14 @@ def only(log):
     calls = log.calls
     assert len(calls) == 1, calls
     return calls[0]
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The figures tests/reliability printed, together at the end of the run (they are also in each test's output)."""
+    import sys
+
+    helpers = sys.modules.get("reliability_helpers")
+    if helpers is not None and helpers.FIGURES:
+        terminalreporter.section("reliability figures")
+        for _, name, value in helpers.FIGURES:
+            terminalreporter.write_line(f"{name}: {value}")

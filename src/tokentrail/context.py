@@ -110,7 +110,10 @@ def as_tags(tags: Any) -> tuple[str, ...]:
         return (tags,)
     if isinstance(tags, dict):
         return tuple(f"{k}:{v}" for k, v in tags.items())
-    return tuple(str(t) for t in tags)
+    try:
+        return tuple(str(t) for t in tags)
+    except TypeError:  # one value that is not a list of them (tags=True, tags=3): one tag
+        return (str(tags),)
 
 
 def merge_attributes(base: dict[str, Any] | None, fields: dict[str, Any], tags: Any, metadata: dict[str, Any]) -> dict[str, Any]:

@@ -71,8 +71,11 @@ def _count(text: str, model: str | None) -> tuple[int, str]:
     name = _encoding_for(model)
     encoding = _encodings.get(name)
     if encoding is not None:
-        return len(encoding.encode(text, disallowed_special=())), f"tiktoken:{name}"
-    size = len(text) if text.isascii() else len(text.encode("utf-8"))
+        try:
+            return len(encoding.encode(text, disallowed_special=())), f"tiktoken:{name}"
+        except (UnicodeError, ValueError):  # a lone surrogate: count by characters
+            pass
+    size = len(text) if text.isascii() else len(text.encode("utf-8", "replace"))  # a lone surrogate counts too
     return (size + 3) // 4, "chars/4"
 
 
@@ -82,5 +85,5 @@ def estimate(prompt: Any, output: str | None, model: str | None) -> tuple[int, i
     input_tokens, method = _count(text, model)
     if messages:
         input_tokens += messages * _MESSAGE_OVERHEAD + _REPLY_OVERHEAD
-    output_tokens, _ = _count(output or "", model)
+    output_tokens, _ = _count(output if isinstance(output, str) else text_of(output)[0], model)  # set_content(output=<any>)
     return input_tokens, output_tokens, method

@@ -4,6 +4,9 @@ Nothing tokentrail does may raise into the application, so every internal
 failure ends here: it is counted under a short kind (`sink.sqlite`,
 `coerce.input_tokens`, …) and logged the first time that kind is seen, so a
 failing sink does not flood the application's logs.
+
+Messages are masked like stored text (`redact.mask`): a warning that quotes
+a bad value (`ignored input_tokens='sk-…'`) never writes a key to the logs.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
+
+from .redact import mask
 
 logger = logging.getLogger("tokentrail")
 
@@ -25,22 +30,30 @@ def _first(kind: str) -> bool:
         return _counts[kind] == 1
 
 
+def _text(message: str, args: tuple[object, ...]) -> str:
+    try:
+        text = message % args if args else message
+    except (TypeError, ValueError):
+        text = f"{message} {args!r}"
+    return mask(text)
+
+
 def error_once(kind: str, message: str, exc: BaseException | None = None) -> None:
     """Count an internal error of `kind`; log it (with traceback) the first time."""
     if _first(kind):
-        logger.error("%s (further errors of this kind are counted, not logged)", message, exc_info=exc)
+        logger.error("%s (further errors of this kind are counted, not logged)", _text(message, ()), exc_info=exc)
 
 
 def warn_once(kind: str, message: str, *args: object) -> None:
     """Count bad input of `kind`; warn the first time."""
     if _first(kind):
-        logger.warning(message, *args)
+        logger.warning("%s", _text(message, args))
 
 
 def info_once(kind: str, message: str, *args: object) -> None:
     """Count a notable event of `kind`; log it at INFO the first time."""
     if _first(kind):
-        logger.info(message, *args)
+        logger.info("%s", _text(message, args))
 
 
 def counts() -> dict[str, int]:

@@ -568,6 +568,9 @@ def log_llm_call(
     _with_attrs(call, attrs)
     call.end_ns = call.start_ns
     duration = coerce_field("duration_ms", duration_ms)  # None (and one warning) when unusable
+    if duration is not None and duration >= 1e12:  # over 30 years: not a duration (and past what a clock holds)
+        log.warn_once("coerce.duration_ms.range", "tokentrail: ignored duration_ms=%r: too large to be a duration", duration)
+        duration = None
     if duration is not None:
         call.start_ns -= int(duration * 1e6)
         call.wall_ns -= int(duration * 1e6)

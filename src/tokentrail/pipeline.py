@@ -189,12 +189,14 @@ class _Lane:
             with cond:
                 while not items:
                     if self.stopping:
-                        self.thread = None
-                        return
+                        break
                     cond.wait(None if self.persistent else IDLE_S)
                     if not items and not self.persistent and not self.stopping:
                         self.thread = None  # idle: the next put starts a thread again
                         return
+                if not items:  # stopping, all written: note the losses a last time
+                    last_note = self.noted != self.pipeline.loss_generation
+                    break
                 item = items.popleft()
                 if type(item) is _Mark:
                     self.marks -= 1
@@ -209,6 +211,12 @@ class _Lane:
                     self.inflight = 0
             if self.noted != self.pipeline.loss_generation and callable(getattr(self.sink, "write_stats", None)):
                 self.pipeline.note_losses(self)
+        try:
+            if last_note and callable(getattr(self.sink, "write_stats", None)):
+                self.pipeline.note_losses(self)
+        finally:
+            with cond:
+                self.thread = None
 
     def _write(self, records: list[Any]) -> None:
         attempt = 0
@@ -229,9 +237,11 @@ class _Lane:
                 rejected = min(max(error.count, 0), len(records))
                 self.pipeline.count(self, "written", len(records) - rejected)
                 self.pipeline.count(self, "rejected", rejected)
-                self.last_error = str(error)
-                log.error_once(f"sink.rejected.{self.name}", f"tokentrail: {self.name} rejected {error}; "
-                               "the rest of the batch was written (further rejections are counted)")
+                cause = error.cause if error.cause is not None else error
+                self.last_error = f"{type(cause).__name__}: {cause}"
+                log.error_once(f"sink.rejected.{self.name}", f"tokentrail: {self.name} refused {rejected} of "
+                               f"{len(records)} records ({self.last_error}); the others were written, the refused "
+                               "ones are counted 'rejected'")
                 return
             attempt += 1
             self.last_error = f"{type(error).__name__}: {error}"

@@ -172,8 +172,7 @@ def _provider_aliases() -> dict[str, str]:
 
 
 @functools.lru_cache(maxsize=4096)
-def normalize_operation(operation: object) -> str:
-    """The convention's spelling of an operation (`Chat` -> `chat`, `embedding` -> `embeddings`)."""
+def _normalize_operation(operation: object) -> str:
     if not operation:
         return "chat"
     text = str(operation)
@@ -181,14 +180,29 @@ def normalize_operation(operation: object) -> str:
     return _operation_aliases().get(key, key)
 
 
+def normalize_operation(operation: object) -> str:
+    """The convention's spelling of an operation (`Chat` -> `chat`, `embedding` -> `embeddings`)."""
+    try:
+        return _normalize_operation(operation)
+    except TypeError:  # unhashable (a list, a dict): named by its text, never a lost record
+        return _normalize_operation(str(operation) if operation else None)
+
+
 @functools.lru_cache(maxsize=4096)  # called once per record on the worker; few distinct inputs
-def normalize_provider(provider: object, model: object = None) -> str:
-    """One name per provider; infer it from the model when `provider` is empty."""
+def _normalize_provider(provider: object, model: object = None) -> str:
     if provider:
         text = str(provider)
         key = _key(text)
         return _provider_aliases().get(key, key)
     return infer_provider(model)
+
+
+def normalize_provider(provider: object, model: object = None) -> str:
+    """One name per provider; infer it from the model when `provider` is empty."""
+    try:
+        return _normalize_provider(provider, model)
+    except TypeError:  # unhashable (a list, a dict): named by its text, never a lost record
+        return _normalize_provider(str(provider) if provider else None, str(model) if model else None)
 
 
 # (pattern on the lower-cased model name, provider); first match wins.
