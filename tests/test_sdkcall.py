@@ -73,6 +73,7 @@ def test_openai_chunks_left_unparsed_change_no_field(seed):
     parsed, skipped = _events(payloads, openai_adapter.chat_chunks.sse_plan)
     assert len(parsed) + skipped == len(payloads)
     assert openai_adapter.chat_chunks(parsed)[0] == openai_adapter.chat_chunks(everything)[0]
+    assert openai_adapter.chat_chunks(everything) == openai_adapter.chat_chunks(_general(everything))
 
 
 def test_anthropic_text_deltas_left_unparsed_only_count():
@@ -89,6 +90,7 @@ def test_anthropic_text_deltas_left_unparsed_only_count():
         assert skipped == 20
         fast, full = anthropic_adapter.messages_chunks(parsed)[0], anthropic_adapter.messages_chunks(events)[0]
         assert {**fast, "chunk_count": fast["chunk_count"] + skipped} == full
+        assert anthropic_adapter.messages_chunks(events) == anthropic_adapter.messages_chunks(_general(events))
 
 
 def test_row_encoders_match_the_standard_ones():
@@ -106,3 +108,55 @@ def test_row_encoders_match_the_standard_ones():
     loop["self"] = loop
     with pytest.raises(ValueError, match="Circular"):
         schema._encode_json(loop)
+
+
+class _Mapping(dict):
+    """A dict the fast paths do not take (they test `type(x) is dict`): read the general way."""
+
+
+def _general(value):
+    if type(value) is dict:
+        return _Mapping({k: _general(v) for k, v in value.items()})
+    if type(value) is list:
+        return [_general(v) for v in value]
+    return value
+
+
+USAGE_VALUES = [None, 0, 1, 5, -1, 2.0, 2.5, "7", "x", True, 2**70, {}, {"cached_tokens": 3}, {"reasoning_tokens": "2"}, []]
+USAGE_KEYS = ["prompt_tokens", "completion_tokens", "prompt_tokens_details", "completion_tokens_details", "input_tokens",
+              "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens", "prompt_token_count",
+              "promptTokenCount", "cache_read_tokens", "candidatesTokenCount"]
+
+
+def test_usage_fast_paths_read_as_the_general_path():
+    from tokentrail.usage import normalize_usage
+
+    rng = random.Random(0)
+    for _ in range(20000):
+        usage = {k: rng.choice(USAGE_VALUES) for k in rng.sample(USAGE_KEYS, rng.randint(0, 7))}
+        assert normalize_usage(usage) == normalize_usage(_general(usage)), usage
+
+
+def test_reader_fast_paths_read_as_the_general_path():
+    from tokentrail.testing import FakeProvider
+
+    fake = FakeProvider(reply="Hello there", cache_read_tokens=7)
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {}}}]
+    for body in ({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]},
+                 {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "tools": tools, "n": 2}):
+        data = json.loads(fake.reply("POST", "/v1/chat/completions", {}, json.dumps(body).encode()).body)
+        assert openai_adapter.chat_response(data) == openai_adapter.chat_response(_general(data))
+        for odd in ({**data, "choices": {"a": 1}}, {**data, "choices": [1]}, {**data, "choices": [{"message": "x"}]}):
+            try:
+                expected = openai_adapter.chat_response(_general(odd))
+            except Exception as exc:  # noqa: BLE001
+                with pytest.raises(type(exc)):
+                    openai_adapter.chat_response(odd)
+            else:
+                assert openai_adapter.chat_response(odd) == expected
+        assert openai_adapter.chat_request(body) == openai_adapter.chat_request(_general(body))
+    for body in ({"model": "claude-haiku-4-5", "max_tokens": 9, "messages": [{"role": "user", "content": "hi"}]},
+                 {"model": "claude-haiku-4-5", "max_tokens": 9, "temperature": 0.1, "messages": [], "tools": tools}):
+        data = json.loads(fake.reply("POST", "/v1/messages", {}, json.dumps(body).encode()).body)
+        assert anthropic_adapter.messages_response(data) == anthropic_adapter.messages_response(_general(data))
+        assert anthropic_adapter.messages_request(body) == anthropic_adapter.messages_request(_general(body))

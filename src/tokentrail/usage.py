@@ -110,13 +110,35 @@ def _openai_chat_dict(usage: dict[str, Any], out: dict[str, int | None]) -> bool
     return True
 
 
+_GEMINI_FIRST = tuple(names[i] for names in _GEMINI_NAMES for i in (0, 1))
+
+
+def _anthropic_dict(usage: dict[str, Any], out: dict[str, int | None]) -> bool:
+    """The fast path for Anthropic's usage as a plain dict (cache counts added into the input). False: not that shape."""
+    read, write = usage.get("cache_read_input_tokens"), usage.get("cache_creation_input_tokens")
+    if read is None and write is None or any(usage.get(name) is not None for name in _GEMINI_FIRST):
+        return False
+    given, output = usage.get("input_tokens"), usage.get("output_tokens")
+    given = _count(given, "input_tokens") if given is not None else None
+    read = _count(read, "cache_read_input_tokens") if read is not None else None
+    write = _count(write, "cache_creation_input_tokens") if write is not None else None
+    out["output_tokens"] = _count(output, "output_tokens") if output is not None else None
+    out["cache_read_tokens"], out["cache_write_tokens"] = read, write
+    out["input_tokens"] = (given or 0) + (read or 0) + (write or 0) if given is not None or read or write else None
+    return True
+
+
 def normalize_usage(usage: Any) -> dict[str, int | None]:
     """Our five token counts from any supported spelling (see the module docstring)."""
     out: dict[str, int | None] = dict.fromkeys(TOKEN_KEYS)
     if usage is None:
         return out
-    if type(usage) is dict and _openai_chat_dict(usage, out):
-        return out
+    if type(usage) is dict:
+        if usage.get("prompt_tokens") is not None or usage.get("completion_tokens") is not None:
+            if _openai_chat_dict(usage, out):
+                return out
+        elif _anthropic_dict(usage, out):
+            return out
     def count(obj: Any, name: str) -> int | None:
         return coerce_count(_get(obj, name), name)
 

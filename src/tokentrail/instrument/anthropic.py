@@ -31,12 +31,18 @@ PATCHES = stainless_patches("anthropic")
 _PARAMS = ("max_tokens", "temperature", "top_p", "top_k", "stop_sequences", "tool_choice", "thinking", "service_tier", "stream")
 
 
+_PARAM_SET = frozenset(_PARAMS)
+
+
 def messages_request(body: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     messages = body.get("messages")
     messages = list(messages) if isinstance(messages, (list, tuple)) else []
     if body.get("system"):
         messages = [{"role": "system", "content": body["system"]}, *messages]
-    request_params = params(body, _PARAMS)
+    present = [key for key in body if key in _PARAM_SET]  # a request sets few of the parameters
+    if len(present) > 1:
+        present.sort(key=_PARAMS.index)
+    request_params = params(body, tuple(present))
     budget = pick(body, "thinking", "budget_tokens")
     if request_params is not None and budget is not None:
         request_params["thinking_budget_tokens"] = budget
@@ -49,6 +55,16 @@ def _text(blocks: Any) -> str | None:
 
 
 def messages_response(data: Any) -> tuple[dict[str, Any], Any]:
+    if type(data) is dict:  # parsed JSON (the worker's usual case): plain lookups
+        content = data.get("content") or ()
+        if type(content) is list and all(type(block) is dict for block in content):
+            stop = data.get("stop_reason")
+            texts = [block.get("text") for block in content if block.get("type") == "text"]
+            fields = {"response_id": data.get("id"), "response_model": data.get("model"),
+                      "finish_reasons": [stop] if stop else None,
+                      "tool_call_count": sum(1 for b in content if b.get("type") in ("tool_use", "server_tool_use"))}
+            fields.update(usage_fields(data.get("usage")))
+            return fields, "".join(t for t in texts if isinstance(t, str)) or None
     content = pick(data, "content") or ()
     return {
         "response_id": pick(data, "id"),
