@@ -140,3 +140,59 @@ def test_finish_error_is_counted_not_raised(caplog):
     assert [r.n for r in sink.records] == [1]
     assert pipe.stats["finish_errors"] == 1
     pipe.shutdown()
+
+
+def test_each_sink_has_its_own_lane_a_base_exception_costs_one_batch_and_stats_are_per_sink():
+    import asyncio
+
+    class Cancelling:
+        def __init__(self):
+            self.calls, self.records = 0, []
+
+        def export(self, records):
+            self.calls += 1
+            if self.calls == 1:
+                raise asyncio.CancelledError()  # a BaseException: once, then the retry succeeds
+            self.records.extend(records)
+
+    good, odd, hang = Collect(), Cancelling(), Hanging()
+    pipe = Pipeline(settings(flush_interval=0.01, shutdown_timeout=0.5), [hang, odd, good])
+    for i in range(5):
+        pipe.submit(Item(i))
+    assert pipe.flush(0.5) is False  # the hanging sink has not written: flush waits for every sink, bounded
+    assert len(good.records) == 5 and len(odd.records) == 5
+    stats = pipe.sink_stats()
+    assert stats["Collect"]["written"] == 5 and stats["Cancelling"] == {**stats["Cancelling"], "written": 5, "errors": 1, "failed": 0}
+    assert stats["Hanging"]["pending"] == 5
+    assert pipe.flush(2, sinks=False) is True  # a call log's wait: not on the configured sinks
+    assert pipe.shutdown() is False  # bounded; the hanging sink's 5 are counted and reported
+    assert pipe.sink_stats()["Hanging"]["failed"] == 5
+    hang.release.set()
+
+
+def test_shutdown_reports_what_it_leaves_unwritten_in_one_line(caplog):
+    sink = Hanging()
+    pipe = Pipeline(settings(shutdown_timeout=0.2), [sink])
+    for i in range(7):
+        pipe.submit(Item(i))
+    assert pipe.shutdown() is False
+    lines = [r.getMessage() for r in caplog.records if "shutdown_timeout" in r.getMessage()]
+    assert len(lines) == 1 and "7 records for Hanging" in lines[0] and "lost" in lines[0]
+    sink.release.set()
+
+
+def test_a_full_sink_buffer_drops_and_counts_for_that_sink_only():
+    sink, good = Hanging(), Collect()
+    pipe = Pipeline(settings(queue_size=10, batch_size=1, flush_interval=0.01), [sink, good])
+    for i in range(40):
+        pipe.submit(Item(i))
+        time.sleep(0.001)
+    pipe.flush(2, sinks=False)
+    deadline = time.monotonic() + 2
+    while pipe.sink_stats()["Collect"]["written"] + pipe.stats["dropped"] < 40 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stats = pipe.sink_stats()
+    assert stats["Hanging"]["dropped"] > 0 and stats["Collect"]["dropped"] == 0
+    assert stats["Collect"]["written"] + pipe.stats["dropped"] == 40
+    sink.release.set()
+    pipe.shutdown(1)

