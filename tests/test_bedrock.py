@@ -59,7 +59,8 @@ def test_converse_records_everything_with_cache_counted_as_input(fake, log):
     assert (call.cache_read_tokens, call.cache_write_tokens, call.output_tokens) == (2000, 300, usage["outputTokens"])
     assert call.request_params == {"maxTokens": 50, "temperature": 0.2, "stopSequences": ["END"], "top_k": 5}
     assert call.message_count == 2 and call.finish_reasons == ["end_turn"] and call.tool_call_count == 0
-    assert call.metadata == {"provider_latency_ms": reply["metrics"]["latencyMs"]}
+    assert call.metadata == {"provider_latency_ms": reply["metrics"]["latencyMs"],
+                             "server_address": "bedrock-runtime.us-east-1.amazonaws.com", "server_port": 443}
     assert call.cost_usd == pytest.approx(priced(call)) and call.cost_usd > 0
     assert call.sdk_version == botocore.__version__ and call.attempt == 1 and not call.stream and call.error_type is None
 

@@ -142,7 +142,7 @@ def test_embed_and_rerank(fake, log):
     assert embed.request_params == {"input_type": "search_document", "embedding_types": ["float"]}
     assert (embed_v1.operation, embed_v1.input_tokens) == ("embeddings", 1)
     assert rerank.operation == "rerank" and rerank.input_tokens is None and rerank.cost_usd is None  # search units are not tokens
-    assert rerank.metadata == {"search_units": 1, "documents": 3, "results": 2} and rerank.request_params == {"top_n": 2}
+    assert rerank.metadata == {"search_units": 1, "documents": 3, "results": 2, "server_address": "api.cohere.com", "server_port": 443} and rerank.request_params == {"top_n": 2}
 
 
 def test_v1_embed_batches_from_the_sdks_thread_pool_keep_the_callers_context(fake, log):

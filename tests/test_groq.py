@@ -13,6 +13,7 @@ import tokentrail
 from conftest import only
 
 MODEL = "llama-3.3-70b-versatile"
+GROQ_SERVER = {"server_address": "api.groq.com", "server_port": 443}  # OTel server.address/port, from the client
 MESSAGES = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "What is the capital of France?"}]
 TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}}}]
 
@@ -34,7 +35,7 @@ def test_chat_create_records_everything(fake, log):
     assert call.request_params == {"temperature": 0.2, "max_completion_tokens": 50, "reasoning_format": "hidden"}
     assert call.finish_reasons == ["stop"] and call.message_count == 2 and call.tool_call_count == 0
     assert call.cost_usd == pytest.approx(priced(call)) and call.cost_usd > 0
-    assert call.metadata == {"queue_time_ms": 12.5, "prompt_time_ms": 2.1, "completion_time_ms": 34.2}
+    assert call.metadata == {"queue_time_ms": 12.5, "prompt_time_ms": 2.1, "completion_time_ms": 34.2, **GROQ_SERVER}
     assert call.sdk_version == groq.__version__ and call.attempt == 1 and not call.stream
     assert call.duration_ms > 0 and call.error_type is None
 
@@ -139,8 +140,8 @@ def test_embeddings_and_audio(fake, log):
     assert sorted(by_op) == ["embeddings", "speech_to_text", "text_to_speech"] and len(log.calls) == 4
     assert by_op["embeddings"][0].input_tokens > 0 and by_op["embeddings"][0].provider == "groq"
     transcription, translation = sorted(by_op["speech_to_text"], key=lambda c: c.started_at)
-    assert transcription.request_params == {"language": "en"} and not transcription.metadata
-    assert translation.metadata == {"audio_seconds": 3.5}
+    assert transcription.request_params == {"language": "en"} and transcription.metadata == GROQ_SERVER
+    assert translation.metadata == {"audio_seconds": 3.5, **GROQ_SERVER}
     assert by_op["text_to_speech"][0].request_params == {"voice": "Fritz-PlayAI", "response_format": "wav"}
 
 

@@ -149,7 +149,7 @@ def test_embeddings_and_moderations(fake, log):
     assert (embed.operation, embed.response_model, embed.output_tokens) == ("embeddings", "mistral-embed", 0)
     assert embed.input_tokens > 0 and embed.cost_usd > 0 and embed.request_params == {"output_dimension": 256}
     for call in (moderate, moderate_chat):
-        assert call.operation == "moderation" and call.metadata == {"flagged": False} and call.input_tokens > 0
+        assert call.operation == "moderation" and call.metadata == {"flagged": False, "server_address": "api.mistral.ai", "server_port": 443} and call.input_tokens > 0
 
 
 def test_agents_are_agent_invocations(fake, log):
@@ -173,7 +173,7 @@ def test_conversations_start_append_restart_and_streams(fake, log):
     events = list(client.beta.conversations.start_stream(inputs="Hi", model="mistral-medium-latest", instructions="be brief"))
     first, append, restart, streamed = by_time(log)
     assert (first.operation, first.request_params, first.message_count) == ("invoke_agent", {"temperature": 0.3}, 1)
-    assert first.metadata == {"agent_id": "ag_1", "conversation_id": started.conversation_id}
+    assert first.metadata == {"agent_id": "ag_1", "conversation_id": started.conversation_id, "server_address": "api.mistral.ai", "server_port": 443}
     assert first.response_id == started.outputs[0].id and first.response_model == "mistral-medium-latest"
     assert (first.input_tokens, first.output_tokens) == (started.usage.prompt_tokens, started.usage.completion_tokens)
     assert append.metadata["conversation_id"] == restart.metadata["conversation_id"] == started.conversation_id

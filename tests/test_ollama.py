@@ -33,7 +33,7 @@ def test_chat_records_everything(fake, log):
     assert call.request_params == {"temperature": 0.2, "num_ctx": 4096, "num_predict": 50, "format": "json", "keep_alive": "5m"}
     assert call.finish_reasons == ["stop"] and call.message_count == 2 and call.tool_call_count == 0
     assert (call.cost_usd, call.input_cost_usd, call.output_cost_usd) == (0.0, 0.0, 0.0)  # runs locally
-    assert call.metadata == {**TIMINGS_MS, "eval_tokens_per_s": 25.0}
+    assert call.metadata == {**TIMINGS_MS, "eval_tokens_per_s": 25.0, "server_address": "127.0.0.1", "server_port": 11434}
     assert call.sdk_version == metadata.version("ollama") and call.attempt == 1 and not call.stream
     assert call.duration_ms > 0 and call.error_type is None
 
@@ -157,7 +157,7 @@ def test_embed_and_legacy_embeddings(fake, log):
     embed, legacy = sorted(log.calls, key=lambda c: c.started_at)
     assert (embed.operation, embed.input_tokens, embed.output_tokens) == ("embeddings", reply.prompt_eval_count, None)
     assert embed.request_params == {"truncate": True, "dimensions": 256} and embed.cost_usd == 0.0
-    assert embed.metadata == {"load_duration_ms": 1.0, "total_duration_ms": 14.0}
+    assert embed.metadata == {"load_duration_ms": 1.0, "total_duration_ms": 14.0, "server_address": "127.0.0.1", "server_port": 11434}
     assert legacy.operation == "embeddings" and legacy.input_tokens is None and legacy.response_model is None
     assert legacy.cost_usd == 0.0 and legacy.error_type is None
 

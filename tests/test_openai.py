@@ -152,7 +152,7 @@ def test_other_endpoints_and_operations(fake, log):
     assert by_op["image_generation"][0].request_params == {"size": "1024x1024", "n": 1}
     assert {c.metadata.get("audio_seconds") for c in by_op["speech_to_text"]} == {3}
     assert by_op["text_to_speech"][0].request_model == "tts-1"
-    assert by_op["moderation"][0].metadata == {"flagged": False}
+    assert by_op["moderation"][0].metadata == {"flagged": False, "server_address": "api.openai.com", "server_port": 443}
 
 
 def test_async_client_create_and_stream(fake, log):

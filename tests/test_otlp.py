@@ -277,6 +277,23 @@ def test_a_call_inside_an_application_span_is_its_child_end_to_end(otel):
     assert exported.parent.span_id == request.get_span_context().span_id
 
 
+def test_an_sdk_call_names_the_server_its_client_sends_to(otel, fake):
+    import openai
+
+    start(otel)
+    tokentrail.instrument("openai")
+    with fake.serve() as url:  # real HTTP: the client's base URL is the fake's host and port
+        port = int(url.rsplit(":", 1)[1])
+        openai.OpenAI(base_url=f"{url}/v1", api_key="test", max_retries=0).chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    fake.openai_client().chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+    spans = otel.spans()
+    assert spans["chat gpt-4o"].attributes[server_attributes.SERVER_ADDRESS] == "127.0.0.1"
+    assert spans["chat gpt-4o"].attributes[server_attributes.SERVER_PORT] == port
+    assert spans["chat gpt-4o-mini"].attributes[server_attributes.SERVER_ADDRESS] == "api.openai.com"
+    assert spans["chat gpt-4o-mini"].attributes[server_attributes.SERVER_PORT] == 443  # https's, not written
+
+
 def test_the_applications_own_spans_keep_their_ids(otel):
     start(otel)
     with tokentrail.track_llm_call("openai", "gpt-4o"):

@@ -83,3 +83,13 @@ def test_provider_inferred_from_model(model, expected):
 )
 def test_operation_names(alias, expected):
     assert normalize_operation(alias) == expected
+
+
+def test_server_from_url_gives_host_and_port_the_scheme_implies():
+    from tokentrail.semconv import server_from_url
+
+    assert server_from_url("https://api.openai.com/v1") == ("api.openai.com", 443)
+    assert server_from_url("http://127.0.0.1:11434") == ("127.0.0.1", 11434)
+    assert server_from_url("https://[::1]:8080/x") == ("::1", 8080)
+    assert server_from_url("bedrock-runtime.us-east-1.amazonaws.com") == ("bedrock-runtime.us-east-1.amazonaws.com", None)
+    assert server_from_url("") is None and server_from_url("http://h:99999") is None  # no host, a port out of range

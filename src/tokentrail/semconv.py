@@ -25,6 +25,7 @@ __all__ = [
     "normalize_operation",
     "normalize_provider",
     "infer_provider",
+    "server_from_url",
     "prepare",
     "Operation",
 ]
@@ -274,6 +275,25 @@ _HOSTS = (
     ("router.huggingface.co", "huggingface"),
     ("api.moonshot.ai", "moonshotai"),
 )
+
+
+_DEFAULT_PORTS = {"https": 443, "http": 80, "wss": 443, "ws": 80}
+
+
+@functools.lru_cache(maxsize=1024)
+def server_from_url(url: str) -> tuple[str, int | None] | None:
+    """`(server.address, server.port)` of a base URL, the scheme's port when none is written
+    (`https://api.openai.com/v1` -> `("api.openai.com", 443)`); None when it names no host."""
+    from urllib.parse import urlsplit  # once per distinct URL (cached): not on the import path
+
+    try:
+        parts = urlsplit(url if "://" in url else "//" + url)
+        host, port = parts.hostname, parts.port
+    except ValueError:  # a port out of range, a bracket left open: no server to name
+        return None
+    if not host:
+        return None
+    return host, port if port is not None else _DEFAULT_PORTS.get(parts.scheme.lower())
 
 
 @functools.lru_cache(maxsize=1024)

@@ -372,6 +372,10 @@ def provider_of(client: Any) -> str:
     return "aws.bedrock"
 
 
+def base_url_of(client: Any) -> Any:
+    return client.meta.endpoint_url  # the region's (or the app's endpoint_url=)
+
+
 # -- errors and streams ----------------------------------------------------------------------------------
 
 

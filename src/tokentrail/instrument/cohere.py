@@ -640,9 +640,12 @@ def provider_of(client: Any) -> str:
             return "aws.sagemaker" if service == "sagemaker" else "aws.bedrock"
         if module.endswith("oci_client"):
             return "oci"
-    base = getattr(client, "base_url", None)
+    return provider_from_url(str(base_url_of(client) or ""), default="cohere")
+
+
+def base_url_of(client: Any) -> Any:
+    base = getattr(client, "base_url", None)  # cohere keeps a function that reads the environment
     try:
-        url = base() if callable(base) else base
+        return base() if callable(base) else base
     except Exception:  # noqa: BLE001
-        url = None
-    return provider_from_url(str(url or ""), default="cohere")
+        return None

@@ -246,6 +246,10 @@ def provider_of(client: Any) -> str:
     return "gcp.vertex_ai" if getattr(client, "vertexai", None) else "gcp.gemini"
 
 
+def base_url_of(client: Any) -> Any:
+    return client._http_options.base_url  # Gemini's, Vertex AI's regional one, or the app's own
+
+
 def count_attempt(adapter: Any) -> Any:
     """Wraps `_request_once` (sync and async: the SDK's retry loop calls it once per attempt): the first
     attempt keeps the request as sent, each further one is a retry of the open call."""

