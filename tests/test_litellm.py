@@ -99,6 +99,7 @@ def test_completion_through_litellms_own_handler_records_everything(url, log):
     assert call.message_count == 2 and call.finish_reasons == ["stop"] and call.tool_call_count == 0
     assert call.response_id == reply.id and call.attempt == 1 and not call.stream and call.error_type is None
     assert call.metadata["litellm_call_id"] and call.duration_ms > 0
+    assert (call.metadata["server_address"], call.metadata["server_port"]) == ("127.0.0.1", int(url.rsplit(":", 1)[1]))
 
 
 def test_litellms_own_cost_is_kept_as_metadata(url, log):

@@ -66,7 +66,7 @@ from .. import log
 from ..context import current_span, reset_quietly
 from ..errors import BudgetExceeded
 from ..runtime import route_if_recording
-from ..semconv import normalize_provider
+from ..semconv import normalize_provider, server_from_url
 from ..shapes import pick
 from ..usage import TOKEN_KEYS
 from . import openai as openai_readers
@@ -234,6 +234,12 @@ def outcome_fields(kind: str, response: Any, logged: Any) -> tuple[dict[str, Any
     cost = logged.get("response_cost", hidden.get("response_cost"))
     if _number(cost) is not None:
         metadata["litellm_cost"] = cost
+    base = logged.get("api_base") or hidden.get("api_base")  # where LiteLLM sent it (OTel server.address/port)
+    server = server_from_url(base) if isinstance(base, str) else None
+    if server is not None:
+        metadata["server_address"] = server[0]
+        if server[1] is not None:
+            metadata["server_port"] = server[1]
     if metadata:
         fields["metadata"] = metadata
     if logged.get("cache_hit") is True or hidden.get("cache_hit") is True:
