@@ -861,5 +861,32 @@ def demo_command(store_url: str | None) -> None:
         console.print("(The demo has a store of its own, recreated on each run; your configured store was not touched.)")
 
 
+# -- ui -------------------------------------------------------------------------------------------------
+
+
+@main.command("ui")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind. Anything but loopback requires a token (--token, or one is generated).")
+@click.option("--port", default=8437, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
+@click.option("--token", default=None, metavar="TOKEN", help="Require this token on every request (?token=… or a Bearer header).")
+@click.option("--no-browser", is_flag=True, help="Do not open a browser.")
+@store_option
+@handled
+def ui_command(host: str, port: int, token: str | None, no_browser: bool, store_url: str | None) -> None:
+    """Open the dashboard on a store: totals, cost over time, breakdowns, errors, the calls (needs tokentrail[ui]).
+
+    \b
+    tokentrail ui                                   the configured store, on http://127.0.0.1:8437/
+    tokentrail demo && tokentrail ui --store tokentrail-demo.db
+    tokentrail ui --host 0.0.0.0 --token SECRET     reachable from other machines, with a token
+    """
+    missing = [name for name in ("starlette", "uvicorn") if importlib.util.find_spec(name) is None]
+    if missing:
+        _fail(f"the dashboard needs {' and '.join(missing)}: pip install 'tokentrail[ui]'")
+    from .web import server
+
+    server.serve(store_url, host=host, port=port, token=token, open_browser=not no_browser, echo=click.echo)
+
+
 if __name__ == "__main__":
     main()

@@ -61,6 +61,8 @@ __all__ = [
     "calls", "find_call", "matching_ids", "start_cursor", "new_calls", "only_demo_calls",
     "export_rows", "export_format", "write_rows",
     "price_table", "doctor", "trace",
+    "TIME_BUCKETS", "STACKS", "failed_filter", "summary", "timeseries", "calls_page", "totals_lean", "errors_report",
+    "check_schema",
 ]
 
 # --by names -> the store's group names
@@ -252,7 +254,7 @@ class SQLiteReader:
         present = self._columns(cls)
         return ", ".join(c if c in present else f"NULL AS {c}" for c in self._codecs[cls].columns)
 
-    def _select(self, cls: type, since: Any, until: Any, where: Any, limit: int | None, order: str) -> list[Any]:
+    def _select(self, cls: type, since: Any, until: Any, where: Any, limit: int | None, order: str, offset: int = 0) -> list[Any]:
         codec = self._codecs[cls]
         query = self._query(cls)
         clause, params = query.where(since=since, until=until, where=where)
@@ -260,8 +262,10 @@ class SQLiteReader:
         if not self._columns(cls):
             return []
         sql = f"SELECT {self._select_list(cls)} FROM {codec.name}{clause} {order_sql}"
-        if limit is not None:
-            sql += f" LIMIT {query.limit(limit)}"
+        if limit is not None or offset:
+            sql += f" LIMIT {-1 if limit is None else query.limit(limit)}"
+        if offset:
+            sql += f" OFFSET {query.offset(offset)}"
         return [codec.record(row) for row in self._rows(sql, params)]
 
     def schema_version(self) -> int | None:
@@ -269,8 +273,9 @@ class SQLiteReader:
             return None
         return self._rows("SELECT MAX(version) FROM schema_version")[0][0]
 
-    def calls(self, since: Any = None, until: Any = None, where: Any = None, limit: int | None = 100, order: str = "newest") -> list[Any]:
-        return self._select(LLMCall, since, until, where, limit, order)
+    def calls(self, since: Any = None, until: Any = None, where: Any = None, limit: int | None = 100, order: str = "newest",
+              offset: int = 0) -> list[Any]:
+        return self._select(LLMCall, since, until, where, limit, order, offset)
 
     def tool_calls(self, since: Any = None, until: Any = None, where: Any = None, limit: int | None = 100, order: str = "newest") -> list[Any]:
         from .record import ToolCall
@@ -301,11 +306,20 @@ class SQLiteReader:
             return [], cursor
         return [codec.record(row[1:]) for row in rows], rows[-1][0]
 
-    def summary(self, group_by: Sequence[str] | str = ("model",), since: Any = None, until: Any = None, where: Any = None) -> list[dict[str, Any]]:
+    def summary(self, group_by: Sequence[str] | str = ("model",), since: Any = None, until: Any = None, where: Any = None,
+                percentiles: bool = True) -> list[dict[str, Any]]:
+        """As `SQLiteStore.summary` (percentiles over a sample above `PERCENTILE_SAMPLE` calls)."""
+        from .sinks.query import PERCENTILE_SAMPLE, QueryBuilder
+
         query = self._query(LLMCall)
-        sql, params, keys = query.summary_sql("llm_calls", group_by, since=since, until=until, where=where)
+        clause, params = query.where(since=since, until=until, where=where)
         if not self._columns(LLMCall):
             return []
+        every = 1
+        if percentiles:
+            every = max(1, self._rows(f"SELECT COUNT(*) FROM llm_calls{clause}", params)[0][0] // PERCENTILE_SAMPLE)
+        query = QueryBuilder(query.columns, query.time_column, style="qmark", percentiles=percentiles, sample_every=every)
+        sql, params, keys = query.summary_sql("llm_calls", group_by, since=since, until=until, where=where)
         return query.summary_rows(self._rows(sql, params), keys)
 
     def ids_with_prefix(self, prefix: str) -> list[str]:
@@ -670,6 +684,159 @@ def only_demo_calls(store: Any) -> bool:
             return False
         if len(page) < PAGE:
             return True
+
+
+# -- the dashboard's queries (shared with the CLI: nothing here renders) -----------------------------------
+
+TIME_BUCKETS = ("hour", "day")
+STACKS = ("model", "provider", "feature", "customer", "user", "workflow", "operation")
+
+
+def failed_filter() -> dict[str, Any]:
+    """The `where` for "the call failed": it has an error category (the core sets one for every failure)."""
+    from .sinks.query import NOT_NULL
+
+    return {"error_category": NOT_NULL}
+
+_CONTENT_FIELDS = ("input_messages", "output_text")
+
+
+def summary(store: Any, group_by: Sequence[str] | str = (), since: Any = None, until: Any = None, where: Any = None,
+            percentiles: bool = True) -> list[dict[str, Any]]:
+    """`store.summary`, asking for sums and counts only when `percentiles` is False (a store that cannot
+    leave them out computes them anyway)."""
+    if not percentiles:
+        try:
+            return store.summary(group_by=group_by, since=since, until=until, where=where or None, percentiles=False)
+        except TypeError:
+            pass
+    return store.summary(group_by=group_by, since=since, until=until, where=where or None)
+
+
+def _bucket_start(label: str, bucket: str) -> datetime:
+    from datetime import timezone
+
+    text = label[:10] + "T00:00" if bucket == "day" else label[:13] + ":00"
+    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
+
+
+def timeseries(store: Any, bucket: str = "day", stack: str | None = "model", since: Any = None, until: Any = None,
+               where: Any = None, top: int = 8) -> dict[str, Any]:
+    """Cost, calls, tokens and errors per hour or day, stacked by `stack` (one SQL aggregate, grouped by
+    the bucket and the stack; empty buckets filled in).
+
+    Returns `{"bucket", "stack", "buckets": [{"label", "start" (epoch seconds, UTC)}] (oldest first),
+    "series": [{"key", "cost_usd": [...], "calls": [...], "total_tokens": [...], "errors": [...]}]}`: one
+    series per stack value, costliest first; beyond `top` the rest is summed into the key `"other"`.
+    `bucket="auto"`: hours for a range of at most three days, else days.
+    """
+    start, end = time_range(since, until)
+    if bucket == "auto":
+        bucket = "hour" if start is not None and ((end or datetime.now(start.tzinfo)) - start) <= timedelta(days=3) else "day"
+    if bucket not in TIME_BUCKETS:
+        raise ValueError(f"bucket must be one of {', '.join(TIME_BUCKETS)} (or auto), not {bucket!r}")
+    if stack is not None and stack not in STACKS:
+        raise ValueError(f"cannot stack by {stack!r}; accepted: {', '.join(STACKS)}")
+    if not isinstance(top, int) or isinstance(top, bool) or top < 1:
+        raise ValueError(f"top must be a whole number >= 1, not {top!r}")
+    groups = (bucket,) if stack is None else (bucket, BREAKDOWNS[stack])
+    rows = summary(store, groups, start, end, where, percentiles=False)
+    metrics = ("cost_usd", "calls", "total_tokens", "errors")
+    cost_by_key: dict[Any, float] = {}
+    for row in rows:
+        key = row.get(stack) if stack is not None else "all"
+        cost_by_key[key] = cost_by_key.get(key, 0.0) + (row["cost_usd"] or 0.0) + row["calls"] * 1e-12
+    ranked = sorted(cost_by_key, key=lambda k: -cost_by_key[k])
+    kept = {k: (k if k is not None else "(none)") for k in ranked[:top]}
+    labels = sorted({row[bucket] for row in rows if row.get(bucket)})
+    if labels:
+        step = timedelta(days=1) if bucket == "day" else timedelta(hours=1)
+        first = _bucket_start(labels[0], bucket)
+        if start is not None:
+            first = min(first, _bucket_start(start.isoformat(), bucket))
+        last = _bucket_start(labels[-1], bucket)
+        if end is not None:
+            last = max(last, _bucket_start((end - timedelta(microseconds=1)).isoformat(), bucket))
+        if (last - first) / step <= 5000:
+            moments = [first + step * i for i in range(int((last - first) / step) + 1)]
+            labels = [m.strftime("%Y-%m-%d") if bucket == "day" else m.strftime("%Y-%m-%dT%H:00") for m in moments]
+    position = {label: i for i, label in enumerate(labels)}
+    series: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        label = row.get(bucket)
+        if label not in position:
+            continue
+        key = row.get(stack) if stack is not None else "all"
+        name = kept.get(key, "other")
+        item = series.setdefault(name, {"key": name, **{m: [0] * len(labels) for m in metrics}})
+        for m in metrics:
+            item[m][position[label]] += row[m] or 0
+    order = [kept[k] for k in ranked[:top]] + ["other"]
+    return {"bucket": bucket, "stack": stack,
+            "buckets": [{"label": label, "start": int(_bucket_start(label, bucket).timestamp())} for label in labels],
+            "series": [series[name] for name in order if name in series]}
+
+
+def _light(row: dict[str, Any]) -> dict[str, Any]:
+    """A calls-table row: every field but the captured content (`has_content` says whether there is some)."""
+    row["has_content"] = any(row.get(f) for f in _CONTENT_FIELDS)
+    for name in _CONTENT_FIELDS:
+        row.pop(name, None)
+    return row
+
+
+def calls_page(store: Any, since: Any = None, until: Any = None, where: Any = None, sort: str = "newest",
+               offset: int = 0, limit: int = 50) -> dict[str, Any]:
+    """One page of calls in range, sorted in SQL (`newest`, `oldest`, a field such as `cost_usd`, or `-field`
+    for largest first; see `sinks.query.SORTABLE`), and how many there are in all.
+
+    Returns `{"calls": [calls() rows without the captured content, plus `has_content`], "total", "offset",
+    "limit", "sort"}`. Only the page is read (LIMIT/OFFSET), and the total is a COUNT.
+    """
+    from .sinks.query import QueryBuilder
+
+    limit = QueryBuilder.limit(limit)
+    offset = QueryBuilder.offset(offset)
+    if limit > 1000:
+        raise ValueError(f"limit is at most 1000 a page, not {limit}")
+    start, end = time_range(since, until)
+    try:
+        found = store.calls(since=start, until=end, where=where or None, limit=limit, order=sort, offset=offset)
+    except TypeError:  # a store without offset: read up to the page's end
+        found = store.calls(since=start, until=end, where=where or None, limit=offset + limit, order=sort)[offset:]
+    total = totals_lean(store, start, end, where)
+    return {"calls": [_light(_row(c)) for c in found], "total": total["calls"] if total else 0,
+            "offset": offset, "limit": limit, "sort": sort}
+
+
+def totals_lean(store: Any, since: Any = None, until: Any = None, where: Any = None) -> dict[str, Any] | None:
+    """`totals` without the latency percentiles (None): counts and sums only."""
+    rows = summary(store, (), since, until, where, percentiles=False)
+    return rows[0] if rows else None
+
+
+def errors_report(store: Any, since: Any = None, until: Any = None, where: Any = None) -> list[dict[str, Any]]:
+    """Failed calls grouped by error category (most first): `{"category", "calls", "share"` (of all failures),
+    `"cost_usd"`, `"models"` (how many models failed so)`}`; [] when nothing failed."""
+    filters = {**(where or {}), **failed_filter()}
+    rows = summary(store, ("error_category",), since, until, filters, percentiles=False)
+    failed = sum(r["calls"] for r in rows)
+    out = [{"category": r["error_category"], "calls": r["calls"], "share": r["calls"] / failed if failed else 0.0,
+            "cost_usd": r["cost_usd"]} for r in rows]
+    out.sort(key=lambda r: (-r["calls"], str(r["category"])))
+    return out
+
+
+def check_schema(store: Any) -> None:
+    """StoreError when the store was written by a newer tokentrail (a schema version this one does not know)."""
+    from .sinks.schema import SCHEMA_VERSION
+
+    version = getattr(store, "schema_version", None)
+    found = version() if callable(version) else None
+    if found is not None and found > SCHEMA_VERSION:
+        where = getattr(store, "path", None) or getattr(store, "url", "the store")
+        raise StoreError(f"{where} was written by a newer tokentrail (schema version {found}; this one knows up to "
+                         f"{SCHEMA_VERSION}): upgrade tokentrail to read it")
 
 
 # -- export -----------------------------------------------------------------------------------------

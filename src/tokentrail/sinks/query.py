@@ -10,7 +10,7 @@ from typing import Any, Iterable, Sequence
 
 from ..times import parse_time
 
-__all__ = ["QueryBuilder", "percentile", "interpolate", "GROUPS"]
+__all__ = ["QueryBuilder", "percentile", "interpolate", "GROUPS", "NOT_NULL", "SORTABLE", "PERCENTILE_SAMPLE"]
 
 # Names a user may group or filter by besides the columns themselves.
 # name -> (the column it needs, the SQL expression)
@@ -25,6 +25,21 @@ _TIME_CUTS = {
     "qmark": {"day": "substr({t}, 1, 10)", "hour": "substr({t}, 1, 13) || ':00'"},
     "format": {"day": "to_char({t} AT TIME ZONE 'UTC', 'YYYY-MM-DD')", "hour": "to_char({t} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:00')"},
 }
+
+
+
+class _NotNull:
+    def __repr__(self) -> str:
+        return "NOT_NULL"
+
+
+# A `where` value meaning "has any value": `where={"error_category": NOT_NULL}` -> error_category IS NOT NULL.
+NOT_NULL = _NotNull()
+# Fields calls may be sorted by (`order="-cost_usd"`).
+SORTABLE = ("started_at", "duration_ms", "cost_usd", "total_tokens", "input_tokens", "output_tokens", "ttft_ms",
+            "provider", "model", "operation", "user", "customer", "feature", "workflow", "error_category", "status_code")
+# Above this many rows, SQLite's percentiles are taken over an evenly spread sample of about this many.
+PERCENTILE_SAMPLE = 100_000
 
 
 class percentile:
@@ -55,7 +70,12 @@ def interpolate(ordered: Sequence[float], p: float) -> float | None:
 class QueryBuilder:
     """Builds the WHERE / ORDER / GROUP BY of read queries over one table's columns."""
 
-    def __init__(self, columns: Iterable[str], time_column: str, style: str = "qmark") -> None:
+    def __init__(self, columns: Iterable[str], time_column: str, style: str = "qmark", *,
+                 percentiles: bool = True, sample_every: int = 1) -> None:
+        """`percentiles=False`: summaries without p50/p95/TTFT (None), for answers that only need sums and
+        counts; `sample_every`: see `percentile_sql`."""
+        self.percentiles = percentiles
+        self.sample_every = sample_every
         self.columns = tuple(columns)
         self.time_column = time_column
         self.style = style
@@ -95,6 +115,8 @@ class QueryBuilder:
                 expr = self.expression(name)
                 if value is None:
                     clauses.append(f"{expr} IS NULL")
+                elif value is NOT_NULL:
+                    clauses.append(f"{expr} IS NOT NULL")
                 elif isinstance(value, (list, tuple, set, frozenset)):
                     values = list(value)
                     if not values:
@@ -108,12 +130,40 @@ class QueryBuilder:
         return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
     def order(self, order: str) -> str:
-        key = str(order).lower()
+        """`newest`/`oldest`, or a sortable field (`SORTABLE`), `-field` for largest first.
+
+        A field sort puts empty values last (in both dialects) and breaks ties by time, then id,
+        so pages of one sort never overlap."""
+        key = str(order).strip().lower()
         if key in ("newest", "desc"):
             return f"ORDER BY {self.time_column} DESC"
         if key in ("oldest", "asc"):
             return f"ORDER BY {self.time_column} ASC"
-        raise ValueError(f"order must be 'newest' or 'oldest', not {order!r}")
+        name = key.lstrip("-+")
+        if name in SORTABLE and (name in self.columns or name in GROUPS):
+            direction = "DESC" if key.startswith("-") else "ASC"
+            if name == self.time_column:
+                return f"ORDER BY {name} {direction}, id {direction}"
+            expr = self.expression(name, "sort by")
+            return f"ORDER BY ({expr}) IS NULL, {expr} {direction}, {self.time_column} {direction}, id {direction}"
+        raise ValueError(f"order must be 'newest', 'oldest' or one of {', '.join(SORTABLE)} (-field: largest first), "
+                         f"not {order!r}")
+
+    @staticmethod
+    def offset(offset: Any) -> int:
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise ValueError(f"offset must be a whole number >= 0, not {offset!r}")
+        return offset
+
+    def percentile_sql(self, col: str, p: float, sample_every: int = 1) -> str:
+        """The p-th percentile of `col` as a SQL aggregate. SQLite's is a Python aggregate (about a
+        microsecond a row): with `sample_every` > 1 it sees only every n-th row (by rowid), an evenly
+        spread sample that keeps a percentile over a million calls fast; PostgreSQL's is exact."""
+        if self.style != "qmark":
+            return f"percentile_cont({p} / 100.0) WITHIN GROUP (ORDER BY {col})"
+        if sample_every > 1:
+            return f"tt_percentile({col}, {p}) FILTER (WHERE rowid % {int(sample_every)} = 0)"
+        return f"tt_percentile({col}, {p})"
 
     @staticmethod
     def limit(limit: Any) -> int:
@@ -142,10 +192,7 @@ class QueryBuilder:
         keys = [g.strip().lower() for g in groups]
         exprs = [self.expression(g, "group by") for g in groups]
         clause, params = self.where(since, until, where)
-        if self.style == "qmark":
-            pct = "tt_percentile({col}, {p})"
-        else:
-            pct = "percentile_cont({p} / 100.0) WITHIN GROUP (ORDER BY {col})"
+        pct = self.percentile_sql("{col}", "{p}", self.sample_every) if self.percentiles else "NULL"
         select = [f"{e} AS g{i}" for i, e in enumerate(exprs)]
         select += [sql for _, sql in self.METRICS]
         # A call a budget refused never reached the provider: its latency is not the provider's.
