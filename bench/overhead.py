@@ -1,12 +1,15 @@
-"""What zero-code capture costs: the real `openai` / `anthropic` clients, recording vs not.
+"""What zero-code capture costs: the real SDK clients, recording vs not.
 
     python bench/overhead.py                 # all scenarios
     python bench/overhead.py --pairs 300 openai-chat openai-stream
+    python bench/overhead.py groq-chat mistral-chat cohere-chat gemini-generate bedrock-converse ollama-chat
 
 Each scenario runs the real SDK client on an in-process transport that replays
 fixed bytes (a chat completion, or a 100-chunk stream with usage, delivered one
 SSE frame per read as a network would), so the untracked call is the SDK's own
-work: building the request, parsing the reply.
+work: building the request, parsing the reply. The other SDKs (groq, mistralai,
+cohere, google-genai, boto3 Bedrock, ollama) run on `tokentrail.testing`'s fake
+provider answering each distinct request once and replaying it after.
 
 Two figures per scenario, both per call, in µs and as a share of the bare call
 measured in the same run:
@@ -90,6 +93,22 @@ def replay_client(sdk: str, path: str, body: dict[str, Any], fake: FakeProvider 
     return anthropic.Anthropic(api_key="sk-ant-bench", base_url="https://api.anthropic.com", http_client=client, max_retries=0)
 
 
+class Replaying(FakeProvider):
+    """The fake provider answering each distinct request once, then replaying that answer: the other
+    SDKs' clients (`fake.client("groq")`, …) run on its transports, and the bare call is the SDK's work."""
+
+    def __init__(self, **settings: Any) -> None:
+        super().__init__(**settings)
+        self.answers: dict[tuple[str, str, bytes], Any] = {}
+
+    def reply(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Any:
+        key = (method, path, body)
+        answer = self.answers.get(key)
+        if answer is None:
+            answer = self.answers[key] = super().reply(method, path, headers, body)
+        return answer
+
+
 @dataclass
 class Scenario:
     name: str
@@ -149,8 +168,38 @@ def scenarios() -> dict[str, Callable[[], Scenario]]:
 
         return Scenario("anthropic-stream", f"anthropic {events}-event stream", 4, block)
 
+    def other_sdk(name: str, what: str, call: Callable[[Any], Callable[[], Any]], provider: str, **options: Any) -> Callable[[], Scenario]:
+        """One chat call per iteration through another SDK's real client on the replaying fake."""
+
+        def build() -> Scenario:
+            ask = call(Replaying(reply=" ".join(["word"] * 40)).client(provider, **options))
+
+            def block() -> None:
+                for _ in range(20):
+                    ask()
+
+            return Scenario(name, what, 20, block)
+
+        return build
+
+    text = MESSAGES[1]["content"]
+    others = {
+        "groq-chat": other_sdk("groq-chat", "groq chat call", lambda c: lambda: c.chat.completions.create(
+            model="llama-3.3-70b-versatile", messages=MESSAGES, temperature=0.2), "groq"),
+        "mistral-chat": other_sdk("mistral-chat", "mistralai chat.complete", lambda c: lambda: c.chat.complete(
+            model="mistral-small-latest", messages=MESSAGES), "mistral"),
+        "cohere-chat": other_sdk("cohere-chat", "cohere v2 chat", lambda c: lambda: c.chat(
+            model="command-r-plus", messages=MESSAGES), "cohere"),
+        "gemini-generate": other_sdk("gemini-generate", "google-genai generate_content", lambda c: lambda: c.models.generate_content(
+            model="gemini-2.0-flash", contents=text), "gemini"),
+        "bedrock-converse": other_sdk("bedrock-converse", "boto3 bedrock converse", lambda c: lambda: c.converse(
+            modelId="anthropic.claude-3-5-haiku-20241022-v1:0", messages=[{"role": "user", "content": [{"text": text}]}]),
+            "bedrock"),
+        "ollama-chat": other_sdk("ollama-chat", "ollama chat", lambda c: lambda: c.chat(model="llama3.2", messages=MESSAGES),
+                                 "ollama"),
+    }
     return {"openai-chat": openai_chat, "openai-stream": openai_stream,
-            "anthropic-messages": anthropic_messages, "anthropic-stream": anthropic_stream}
+            "anthropic-messages": anthropic_messages, "anthropic-stream": anthropic_stream, **others}
 
 
 # -- the measurement ---------------------------------------------------------------------------------
@@ -287,7 +336,7 @@ def main(argv: list[str] | None = None) -> None:
     versions = []
     with tempfile.TemporaryDirectory() as tmp:
         # The worker wakes only when flushed (the wake-up interval is longer than a pair of blocks).
-        tokentrail.init(f"sqlite:///{Path(tmp) / 'bench.db'}", instrument=["openai", "anthropic"], flush_interval=3600)
+        tokentrail.init(f"sqlite:///{Path(tmp) / 'bench.db'}", instrument=True, flush_interval=3600)
         print("| scenario | caller: added per call (% of the bare call) | whole process, worker included "
               "| whole process with the benchmark's flushes | p90 caller / process |")
         print("| --- | --- | --- | --- | --- |")
@@ -304,10 +353,12 @@ def main(argv: list[str] | None = None) -> None:
         if not args.no_pass_through:
             print(f"\nthe patch itself, not recording: +{pass_through_us():.2f} µs per call")
         tokentrail.shutdown()
-    for sdk in ("openai", "anthropic"):
-        module = sys.modules.get(sdk)
+    from importlib import metadata
+
+    for sdk in ("openai", "anthropic", "groq", "mistralai", "cohere", "google-genai", "boto3", "ollama"):
+        module = sys.modules.get(sdk.replace("google-genai", "google.genai"))
         if module is not None:
-            versions.append(f"{sdk} {module.__version__}")
+            versions.append(f"{sdk} {metadata.version(sdk)}")
     print(f"{', '.join(versions)}, python {sys.version.split()[0]}")
 
 

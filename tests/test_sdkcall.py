@@ -135,6 +135,30 @@ def test_usage_fast_paths_read_as_the_general_path():
     for _ in range(20000):
         usage = {k: rng.choice(USAGE_VALUES) for k in rng.sample(USAGE_KEYS, rng.randint(0, 7))}
         assert normalize_usage(usage) == normalize_usage(_general(usage)), usage
+    ours = ["input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens"]
+    for _ in range(5000):  # our own spelling only (the manual API, Ollama): its own fast path
+        usage = {k: rng.choice(USAGE_VALUES) for k in rng.sample(ours, rng.randint(0, 5))}
+        assert normalize_usage(usage) == normalize_usage(_general(usage)), usage
+
+
+def test_fields_of_reads_a_models_fields_extra_ones_too_and_leaves_other_values_alone():
+    import ollama
+    import pydantic
+    from tokentrail.shapes import fields_of, pick
+
+    reply = ollama.ChatResponse(model="m", done=True, eval_count=3, message={"role": "assistant", "content": "hi"})
+    fields = fields_of(reply)
+    assert type(fields) is dict and fields["eval_count"] == 3
+    for name in ("model", "eval_count", "prompt_eval_count", "done_reason", "not_a_field"):
+        assert pick(fields, name) == pick(reply, name)
+
+    class Open(pydantic.BaseModel):  # a model that keeps fields it does not declare (as some SDKs' do)
+        model_config = pydantic.ConfigDict(extra="allow")
+        model: str
+
+    assert fields_of(Open(model="m", prompt_eval_cached_count=2)) == {"model": "m", "prompt_eval_cached_count": 2}
+    for other in ({"a": 1}, [1], "text", None, object):
+        assert fields_of(other) is other
 
 
 def test_reader_fast_paths_read_as_the_general_path():

@@ -15,6 +15,7 @@ exports (JSONL, OTLP) and the console all see the same masked text:
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -43,7 +44,14 @@ _HINTS = re.compile(r"sk-|A[KSGIR][IPDO]A|gsk_|xai-|pplx-|r8_|AIza|hf_|gh[pousr]
 
 
 def is_credential_name(name: Any) -> bool:
+    if type(name) is str:  # the same few key names come back on every record: answered once each
+        return _credential_name(name)
     return bool(CREDENTIAL_NAME.search(str(name)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _credential_name(name: str) -> bool:
+    return CREDENTIAL_NAME.search(name) is not None
 
 
 def _masked(match: re.Match[str]) -> str:

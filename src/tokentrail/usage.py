@@ -128,6 +128,9 @@ def _anthropic_dict(usage: dict[str, Any], out: dict[str, int | None]) -> bool:
     return True
 
 
+_OURS = frozenset(TOKEN_KEYS)
+
+
 def normalize_usage(usage: Any) -> dict[str, int | None]:
     """Our five token counts from any supported spelling (see the module docstring)."""
     out: dict[str, int | None] = dict.fromkeys(TOKEN_KEYS)
@@ -138,6 +141,11 @@ def normalize_usage(usage: Any) -> dict[str, int | None]:
             if _openai_chat_dict(usage, out):
                 return out
         elif _anthropic_dict(usage, out):
+            return out
+        elif usage.keys() <= _OURS:  # our own spelling (the manual API, and adapters that name the counts)
+            for name, value in usage.items():
+                if value is not None:
+                    out[name] = _count(value, name)
             return out
     def count(obj: Any, name: str) -> int | None:
         return coerce_count(_get(obj, name), name)

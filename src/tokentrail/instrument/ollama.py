@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..shapes import pick
+from ..shapes import fields_of, pick
 from .endpoint import Call, Endpoint, no_response, params, usage_fields
 from .method_point import method
 
@@ -95,6 +95,7 @@ def final_fields(data: Any) -> dict[str, Any]:
     `metadata` (a `metadata` dict from a stream's reader would be dropped:
     the core sets the stream's own metadata first).
     """
+    data = fields_of(data)  # several of these fields are optional: a dict answers "missing" cheaply
     reason = pick(data, "done_reason")
     fields = {
         "response_model": pick(data, "model"),
