@@ -76,3 +76,30 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("reliability figures")
         for _, name, value in helpers.FIGURES:
             terminalreporter.write_line(f"{name}: {value}")
+
+
+# -- PostgreSQL: one real server per test session (tokentrail.testing.postgres), a database per test ------------
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A PostgreSQL server started for this session (initdb into a temp dir, a free port); skipped without binaries."""
+    from tokentrail.testing.postgres import PostgresServer, find_binaries
+
+    pytest.importorskip("psycopg", reason="psycopg is in the `test` extra (pip install -e '.[test]')")
+    if find_binaries() is None:
+        pytest.skip("no PostgreSQL binaries (initdb, pg_ctl) on PATH or in /usr/lib/postgresql/*/bin; "
+                    ".ci/run installs Debian's postgresql package")
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_url(pg_server, request):
+    """A fresh database of its own for each test: its URL."""
+    import re
+    import uuid
+
+    name = re.sub(r"\W", "_", request.node.name.lower())[:40] + "_" + uuid.uuid4().hex[:6]
+    if not pg_server.running:
+        pg_server.start()  # a test that stopped the server leaves it stopped
+    return pg_server.create_database(name)

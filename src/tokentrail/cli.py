@@ -565,6 +565,19 @@ def _tail_line(row: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+@main.command("prune")
+@click.option("--before", required=True, help="Delete what started before this: 90d (ago), 2026-01-01, …")
+@click.option("--where", "where", multiple=True, metavar="FIELD=VALUE", help="Only calls with this value (repeatable).")
+@click.option("--rollup", is_flag=True, help="Keep the pruned calls as daily aggregates that reports still count.")
+@store_option
+@handled
+def prune_command(before: str, where: tuple[str, ...], rollup: bool, store_url: str | None) -> None:
+    """Retention: delete (or roll up into daily totals) calls older than --before."""
+    counts = report.prune(store_url, before, where=report.parse_where(where), rollup=rollup)
+    verb = "rolled up and deleted" if rollup else "deleted"
+    click.echo(", ".join(f"{table}: {n} {verb}" for table, n in counts.items()))
+
+
 @main.command("tail")
 @click.option("--interval", default=0.5, show_default=True, type=click.FloatRange(0.05), help="Seconds between looks.")
 @click.option("--count", "stop_after", default=None, type=click.IntRange(1), help="Stop after this many calls.")

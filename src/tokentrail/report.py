@@ -1021,3 +1021,19 @@ def doctor(store: Any = None, *, sdks: Iterable[Mapping[str, Any]] = ()) -> dict
         except (StoreError, ValueError) as exc:
             status.update(ok=False, error=str(exc).removeprefix("tokentrail: "))
     return {"sdks": rows, "configuration": configuration, "store": status, "losses": losses}
+
+
+def prune(store: Any, before: Any, where: Any = None, rollup: bool = False) -> dict[str, int]:
+    """Retention (`tokentrail prune`): delete what started before `before` (`90d`, a date) and matches
+    `where` from the store at `store` (a URL or path; None: the configured one); with `rollup`, calls are
+    first added to daily aggregates that totals and breakdowns keep counting. Rows deleted, per table."""
+    from .sinks import open_store
+
+    url = store_url(store)
+    if store_path(url) not in (None, ":memory:") and not store_exists(url):
+        raise StoreError(f"no store at {store_path(url)}")
+    opened = open_store(url)
+    try:
+        return opened.prune(before, where=where or None, rollup=rollup)
+    finally:
+        opened.close()

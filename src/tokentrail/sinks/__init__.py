@@ -62,6 +62,7 @@ class Store(Sink, Protocol):
 # scheme -> (factory(url), example URLs) ; name -> (factory(argument) or factory(), argument's name or "")
 _stores: dict[str, tuple[Any, str]] = {
     "sqlite": ("tokentrail.sinks.sqlite:SQLiteStore", "sqlite:///relative/path.db, sqlite:////absolute/path.db"),
+    "postgresql": ("tokentrail.sinks.postgres:PostgresStore", "postgresql://user:password@host:5432/database"),
 }
 _exporters: dict[str, tuple[Any, str]] = {
     "console": ("tokentrail.sinks.console:ConsoleSink", ""),

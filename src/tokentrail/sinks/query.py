@@ -6,11 +6,12 @@ or an hour, so one builder serves SQLite and PostgreSQL alike.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any, Iterable, Sequence
 
 from ..times import parse_time
 
-__all__ = ["QueryBuilder", "percentile", "interpolate", "GROUPS", "NOT_NULL", "SORTABLE", "PERCENTILE_SAMPLE"]
+__all__ = ["QueryBuilder", "percentile", "interpolate", "GROUPS", "NOT_NULL", "SORTABLE", "PERCENTILE_SAMPLE", "merge_summaries"]
 
 # Names a user may group or filter by besides the columns themselves.
 # name -> (the column it needs, the SQL expression)
@@ -25,6 +26,9 @@ _TIME_CUTS = {
     "qmark": {"day": "substr({t}, 1, 10)", "hour": "substr({t}, 1, 13) || ':00'"},
     "format": {"day": "to_char({t} AT TIME ZONE 'UTC', 'YYYY-MM-DD')", "hour": "to_char({t} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:00')"},
 }
+# The start of a record's UTC day, as the time column stores it (retention's daily aggregates).
+DAY_START = {"qmark": "substr({t}, 1, 10) || 'T00:00:00.000000+00:00'",
+             "format": "(date_trunc('day', {t} AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')"}
 
 
 
@@ -187,17 +191,24 @@ class QueryBuilder:
         ("errors", "SUM(CASE WHEN error_type IS NOT NULL OR error_category IS NOT NULL THEN 1 ELSE 0 END)"),
     )
 
-    def summary_sql(self, table: str, group_by: Sequence[str] | str, since: Any = None, until: Any = None, where: Any = None) -> tuple[str, list[Any], list[str]]:
+    # The same metrics over retention's daily aggregates (their percentiles are not kept).
+    ROLLUP_METRICS = (("calls", "SUM(calls)"), *((name, f"SUM({name})") for name, _ in METRICS[1:]))
+
+    def summary_sql(self, table: str, group_by: Sequence[str] | str, since: Any = None, until: Any = None, where: Any = None,
+                    *, rollup: bool = False) -> tuple[str, list[Any], list[str]]:
         groups = [group_by] if isinstance(group_by, str) else list(group_by or ())
         keys = [g.strip().lower() for g in groups]
         exprs = [self.expression(g, "group by") for g in groups]
         clause, params = self.where(since, until, where)
         pct = self.percentile_sql("{col}", "{p}", self.sample_every) if self.percentiles else "NULL"
         select = [f"{e} AS g{i}" for i, e in enumerate(exprs)]
-        select += [sql for _, sql in self.METRICS]
+        select += [sql for _, sql in (self.ROLLUP_METRICS if rollup else self.METRICS)]
         # A call a budget refused never reached the provider: its latency is not the provider's.
         latency = "(CASE WHEN error_category = 'budget' THEN NULL ELSE duration_ms END)"
-        select += [pct.format(col=latency, p=50), pct.format(col=latency, p=95), pct.format(col="ttft_ms", p=50)]
+        if rollup:
+            select += ["NULL", "NULL", "NULL"]
+        else:
+            select += [pct.format(col=latency, p=50), pct.format(col=latency, p=95), pct.format(col="ttft_ms", p=50)]
         sql = f"SELECT {', '.join(select)} FROM {table}{clause}"
         if exprs:
             sql += " GROUP BY " + ", ".join(f"g{i}" for i in range(len(exprs)))
@@ -208,7 +219,8 @@ class QueryBuilder:
         out = []
         for row in rows:
             item = dict(zip(keys, row[: len(keys)]))
-            item.update(zip(names, row[len(keys):]))
+            # PostgreSQL sums integers as numeric (Decimal): whole sums read back as ints.
+            item.update((n, int(v) if type(v) is Decimal else v) for n, v in zip(names, row[len(keys):]))
             if not item["calls"]:
                 continue
             item["error_rate"] = item["errors"] / item["calls"]
@@ -218,3 +230,23 @@ class QueryBuilder:
             out.append(item)
         out.sort(key=lambda r: (-(r["cost_usd"] or 0.0), -r["calls"]))
         return out
+
+
+def merge_summaries(rows: list[dict[str, Any]], rolled: list[dict[str, Any]], keys: list[str]) -> list[dict[str, Any]]:
+    """Summary rows with retention's daily aggregates added in, group by group (percentiles stay the kept calls')."""
+    if not rolled:
+        return rows
+    by_key = {tuple(row[k] for k in keys): row for row in rows}
+    sums = [name for name, _ in QueryBuilder.METRICS]
+    for extra in rolled:
+        row = by_key.get(tuple(extra[k] for k in keys))
+        if row is None:
+            by_key[tuple(extra[k] for k in keys)] = extra
+            continue
+        for name in sums:
+            if extra[name] is not None:
+                row[name] = extra[name] if row[name] is None else row[name] + extra[name]
+        row["error_rate"] = row["errors"] / row["calls"]
+    out = list(by_key.values())
+    out.sort(key=lambda r: (-(r["cost_usd"] or 0.0), -r["calls"]))
+    return out

@@ -17,13 +17,24 @@ from typing import Any, Callable, Iterable, Sequence
 
 from ..record import FIELD_KINDS, FIELDS, LLMCall, Outcome, Span, ToolCall
 
-__all__ = ["TABLES", "TIME_COLUMN", "STATS_TABLE", "STATS_COLUMNS", "Dialect", "DIALECTS", "migrations", "SCHEMA_VERSION", "TableCodec", "codecs"]
+__all__ = ["TABLES", "TIME_COLUMN", "STATS_TABLE", "STATS_COLUMNS", "ROLLUP_TABLE", "ROLLUP_KEYS", "ROLLUP_SUMS",
+           "BUDGET_TABLE", "Dialect", "DIALECTS", "migrations", "SCHEMA_VERSION", "TableCodec", "codecs", "partition_name"]
 
 TABLES = {LLMCall: "llm_calls", ToolCall: "tool_calls", Outcome: "outcomes", Span: "spans"}
 TIME_COLUMN = {LLMCall: "started_at", ToolCall: "started_at", Outcome: "recorded_at", Span: "started_at"}
 # One row per process (run_id) and sink that lost records: cumulative counts, upserted by that process.
 STATS_TABLE = "tokentrail_stats"
 STATS_COLUMNS = ("run_id", "sink", "pid", "updated_at", "written", "dropped", "failed", "rejected")
+# Retention's daily aggregates of pruned calls: one row per UTC day (kept in `started_at`, so the reports'
+# time bounds and day cuts apply as they are) and combination of these fields; the sums the summary counts.
+ROLLUP_TABLE = "llm_calls_daily"
+ROLLUP_KEYS = ("provider", "operation", "request_model", "response_model", "user_id", "customer_id", "feature",
+               "workflow", "source")
+ROLLUP_SUMS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens",
+               "total_tokens", "cost_usd", "unpriced_calls", "no_usage_calls", "no_price_calls", "errors")
+# Shared budgets: each process's spend per budget, scope and period (run_id "seed": what the store held
+# when the first process of a period started), summed by every process (budget.py).
+BUDGET_TABLE = "tokentrail_budget_spend"
 
 
 @dataclass(frozen=True)
@@ -35,6 +46,8 @@ class Dialect:
     primary_key: str
     text_times: bool  # times stored as ISO 8601 text (SQLite) rather than a timestamp type
     text_json: bool  # JSON stored as text rather than a JSON type
+    partitioned: bool = False  # record tables partitioned by month on their time column
+    sequence: str = "rowid"  # the column that numbers rows in insertion order (`calls_after`)
 
 
 DIALECTS = {
@@ -42,17 +55,32 @@ DIALECTS = {
                       text_times=True, text_json=True),
     "postgresql": Dialect("postgresql", {"int": "BIGINT", "bool": "BOOLEAN", "float": "DOUBLE PRECISION",
                                          "datetime": "TIMESTAMPTZ", "str_list": "JSONB", "dict": "JSONB", "json": "JSONB"},
-                          "TEXT PRIMARY KEY", text_times=False, text_json=False),
+                          "TEXT PRIMARY KEY", text_times=False, text_json=False, partitioned=True, sequence="seq"),
 }
+
+
+def partition_name(table: str, year: int, month: int) -> str:
+    return f"{table}_p{year:04d}{month:02d}"
+
 
 
 def _create_table(dialect: Dialect, cls: type) -> str:
     kinds = FIELD_KINDS[cls]
-    columns = ",\n  ".join(
-        f"{name} {dialect.primary_key}" if name == "id" else f"{name} {dialect.types.get(kinds[name], 'TEXT')}"
-        for name in FIELDS[cls]
-    )
-    return f"CREATE TABLE IF NOT EXISTS {TABLES[cls]} (\n  {columns}\n)"
+    if not dialect.partitioned:
+        columns = ",\n  ".join(
+            f"{name} {dialect.primary_key}" if name == "id" else f"{name} {dialect.types.get(kinds[name], 'TEXT')}"
+            for name in FIELDS[cls]
+        )
+        return f"CREATE TABLE IF NOT EXISTS {TABLES[cls]} (\n  {columns}\n)"
+    # Partitioned by month (pruning drops whole partitions): the key must be part of the primary key.
+    time = TIME_COLUMN[cls]
+    columns = [f"{name} {dialect.types.get(kinds[name], 'TEXT')}" + (" NOT NULL" if name in ("id", time) else "")
+               for name in FIELDS[cls]]
+    if cls is LLMCall:
+        columns.append(f"{dialect.sequence} BIGSERIAL")
+    columns.append(f"PRIMARY KEY (id, {time})")
+    body = ",\n  ".join(columns)
+    return f"CREATE TABLE IF NOT EXISTS {TABLES[cls]} (\n  {body}\n) PARTITION BY RANGE ({time})"
 
 
 def _index(table: str, column: str, time_column: str = "started_at") -> str:
@@ -89,6 +117,17 @@ def migrations(dialect: Dialect) -> dict[int, list[str]]:
             f"  pid {dialect.types['int']},\n  updated_at TEXT,\n  written {dialect.types['int']},\n"
             f"  dropped {dialect.types['int']},\n  failed {dialect.types['int']},\n  rejected {dialect.types['int']},\n"
             "  PRIMARY KEY (run_id, sink)\n)",
+        ],
+        4: [  # retention's daily aggregates, and shared budgets' spend per process
+            f"CREATE TABLE IF NOT EXISTS {ROLLUP_TABLE} (\n  started_at {dialect.types.get('datetime', 'TEXT')} NOT NULL,\n  "
+            + "".join(f"{k} TEXT,\n  " for k in ROLLUP_KEYS) + f"calls {dialect.types['int']} NOT NULL,\n  "
+            + ",\n  ".join(f"{k} {dialect.types['float' if k == 'cost_usd' else 'int']}" for k in ROLLUP_SUMS) + "\n)",
+            f"CREATE INDEX IF NOT EXISTS ix_{ROLLUP_TABLE}_started_at ON {ROLLUP_TABLE} (started_at)",
+            f"CREATE TABLE IF NOT EXISTS {BUDGET_TABLE} (\n  run_id TEXT NOT NULL,\n  budget TEXT NOT NULL,\n"
+            f"  scope TEXT NOT NULL,\n  period TEXT NOT NULL,\n  usd {dialect.types['float']} NOT NULL,\n"
+            f"  tokens {dialect.types['int']} NOT NULL,\n  PRIMARY KEY (budget, period, scope, run_id)\n)",
+            *([f"CREATE INDEX IF NOT EXISTS ix_llm_calls_{dialect.sequence} ON llm_calls ({dialect.sequence})"]
+              if dialect.sequence != "rowid" else []),
         ],
     }
 

@@ -29,10 +29,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..errors import RecordsRejected, StoreError
-from ..record import FIELDS, LLMCall, Outcome, Span, ToolCall
-from .query import QueryBuilder, percentile
-from .schema import DIALECTS, SCHEMA_VERSION, STATS_COLUMNS, STATS_TABLE, TABLES, TableCodec, codecs, migrations
+from ..errors import StoreError
+from .query import percentile
+from .schema import DIALECTS, SCHEMA_VERSION, TABLES, codecs, migrations
+from .sqlstore import SQLStore
 
 __all__ = ["SQLiteStore", "SCHEMA_VERSION"]
 
@@ -54,17 +54,14 @@ _DATA_ERRORS = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceErro
                 OverflowError, ValueError, TypeError)
 
 
-def _is_data_error(exc: BaseException) -> bool:
-    """A batch refused for what is in it (retrying it whole would fail again), not for the database's state."""
-    if isinstance(exc, sqlite3.ProgrammingError) and "closed" in str(exc).lower():
-        return False
-    return isinstance(exc, _DATA_ERRORS)
-
-
-class SQLiteStore:
-    """A tokentrail store in one SQLite file: a sink (`export`) and the read side (`calls`, `summary`)."""
+class SQLiteStore(SQLStore):
+    """A tokentrail store in one SQLite file: a sink (`export`) and the read side (`calls`, `summary`);
+    what it shares with the other SQL stores (reads, retention, loss notes, shared budgets) is in `sqlstore`."""
 
     kind = "sqlite"
+    dialect = _DIALECT
+    style = "qmark"
+    codecs = _TABLES
 
     def __init__(self, url: str = "sqlite:///tokentrail.db", *, busy_timeout_s: float = 10.0) -> None:
         self.url = url
@@ -165,94 +162,39 @@ class SQLiteStore:
             conn.execute("ROLLBACK")
             raise
 
-    def schema_version(self) -> int:
-        return self._read("SELECT MAX(version) FROM schema_version")[0][0]
-
     # -- the sink side -----------------------------------------------------------------------------
 
-    def export(self, records: Sequence[Any]) -> None:
-        """Write a batch in one transaction; retried while another process holds the lock. A batch refused
-        for a bad value is split until only the bad records are left out (`RecordsRejected` counts them)."""
-        try:
-            self._write_batch(records)
-        except Exception as exc:  # noqa: BLE001 - sorted below
-            if not _is_data_error(exc):
-                raise
-            rejected, cause = self._bisect(list(records), exc)
-            if rejected:
-                raise RecordsRejected(rejected, cause) from None
-
-    def _bisect(self, records: list[Any], cause: BaseException) -> tuple[int, BaseException]:
-        """Write what can be written of a refused batch, in halves; (records refused, one of the errors)."""
-        if len(records) <= 1:
-            return len(records), cause
-        rejected = 0
-        middle = len(records) // 2
-        for half in (records[:middle], records[middle:]):
-            try:
-                self._write_batch(half)
-            except Exception as exc:  # noqa: BLE001
-                if not _is_data_error(exc):
-                    raise  # locked, disk full, closed: the pipeline retries the whole batch (INSERT OR IGNORE)
-                n, cause = self._bisect(half, exc)
-                rejected += n
-        return rejected, cause
+    def _is_data_error(self, exc: BaseException) -> bool:
+        if isinstance(exc, sqlite3.ProgrammingError) and "closed" in str(exc).lower():
+            return False
+        return isinstance(exc, _DATA_ERRORS)
 
     def _write_batch(self, records: Sequence[Any]) -> None:
-        by_table: dict[TableCodec, list[Any]] = {}
-        for record in records:
-            table = _TABLES.get(type(record))
-            if table is not None:
-                by_table.setdefault(table, []).append(record)
-        statements = [batch for table, items in by_table.items() for batch in table.batches(items)]
+        self._write([(sql, rows, True) for table, items in self.records_by_table(records).items()
+                     for sql, rows in table.batches(items)])
+
+    def _write(self, statements: Sequence[tuple[str, Any, bool]]) -> list[int]:
+        """Run `(sql, params, many)` statements in one transaction (retried while another process holds
+        the lock); their row counts."""
         for attempt in range(5):
             try:
                 with self._guard:
                     conn = self._connection()
                     conn.execute("BEGIN IMMEDIATE")
                     try:
-                        for sql, rows in statements:
-                            conn.executemany(sql, rows)
+                        counts = [(conn.executemany if many else conn.execute)(sql, params).rowcount
+                                  for sql, params, many in statements]
                         conn.execute("COMMIT")
                     except BaseException:
                         conn.execute("ROLLBACK")
                         raise
-                return
+                return counts
             except sqlite3.OperationalError as exc:
                 text = str(exc).lower()
                 if attempt == 4 or not ("locked" in text or "busy" in text):
                     raise
                 time.sleep(0.05 * 2**attempt)
-
-    def write_stats(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Note losses: rows of `STATS_COLUMNS` (without `updated_at`), upserted by (run_id, sink)."""
-        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        values = [[now if c == "updated_at" else row.get(c) for c in STATS_COLUMNS] for row in rows]
-        sql = (f"INSERT OR REPLACE INTO {STATS_TABLE} ({', '.join(STATS_COLUMNS)}) "
-               f"VALUES ({', '.join('?' * len(STATS_COLUMNS))})")
-        with self._guard:
-            conn = self._connection()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.executemany(sql, values)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-
-    def losses(self) -> list[dict[str, Any]]:
-        """Records lost on their way to each sink, as the processes that lost them noted (newest first):
-        `[{sink, processes, written, dropped, failed, rejected, last}]`."""
-        try:
-            rows = self._read(
-                f"SELECT sink, COUNT(*), SUM(written), SUM(dropped), SUM(failed), SUM(rejected), MAX(updated_at) "
-                f"FROM {STATS_TABLE} GROUP BY sink ORDER BY MAX(updated_at) DESC")
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):
-                return []  # a store from before losses were noted, opened read-only
-            raise
-        keys = ("sink", "processes", "written", "dropped", "failed", "rejected", "last")
-        return [dict(zip(keys, row)) for row in rows]
+        raise AssertionError("unreachable")
 
     def after_fork(self) -> None:
         self._local = threading.local()
@@ -268,55 +210,11 @@ class SQLiteStore:
             self._memory_conn.close()
             self._memory_conn = None
 
-    # -- the read side -----------------------------------------------------------------------------
+    # -- the read side: `sqlstore.SQLStore` ---------------------------------------------------------
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._guard:
             return self._connection().execute(sql, params).fetchall()
-
-    def _select(self, cls: type, since: Any, until: Any, where: Any, limit: int | None, order: str) -> list[Any]:
-        table = _TABLES[cls]
-        query = QueryBuilder(table.columns, table.time_column, style="qmark")
-        clause, params = query.where(since=since, until=until, where=where)
-        sql = f"SELECT {', '.join(table.columns)} FROM {table.name}{clause} {query.order(order)}"
-        if limit is not None:
-            sql += f" LIMIT {query.limit(limit)}"
-        return [table.record(row) for row in self._read(sql, params)]
-
-    def calls(self, since: Any = None, until: Any = None, where: Any = None, limit: int | None = 100, order: str = "newest") -> list[LLMCall]:
-        """Recorded LLM calls, newest first by default. `where={"customer_id": "acme", "model": ["a", "b"]}`."""
-        return self._select(LLMCall, since, until, where, limit, order)
-
-    def tool_calls(self, since: Any = None, until: Any = None, where: Any = None, limit: int | None = 100, order: str = "newest") -> list[ToolCall]:
-        return self._select(ToolCall, since, until, where, limit, order)
-
-    def outcomes(self, since: Any = None, until: Any = None, where: Any = None, limit: int | None = 100, order: str = "newest") -> list[Outcome]:
-        return self._select(Outcome, since, until, where, limit, order)
-
-    def spans(self, since: Any = None, until: Any = None, where: Any = None, limit: int | None = 100, order: str = "newest") -> list[Span]:
-        """Workflow runs and framework chains/agents (the parents of calls)."""
-        return self._select(Span, since, until, where, limit, order)
-
-    def calls_after(self, cursor: int = 0, where: Any = None, limit: int = 1000) -> tuple[list[LLMCall], int]:
-        """Calls stored after `cursor` (in insertion order, so a call that started earlier but was
-        written later is not missed), and the cursor to pass next time. `cursor=-1`: from now on."""
-        table = _TABLES[LLMCall]
-        if cursor < 0:
-            return [], self._read("SELECT COALESCE(MAX(rowid), 0) FROM llm_calls")[0][0]
-        query = QueryBuilder(table.columns, table.time_column, style="qmark")
-        clause, params = query.where(where=where)
-        clause = (clause + " AND" if clause else " WHERE") + " rowid > ?"
-        rows = self._read(f"SELECT rowid, {', '.join(table.columns)} FROM llm_calls{clause} ORDER BY rowid LIMIT {query.limit(limit)}",
-                          [*params, cursor])
-        if not rows:
-            return [], cursor
-        return [table.record(row[1:]) for row in rows], rows[-1][0]
-
-    def summary(self, group_by: Sequence[str] | str = ("model",), since: Any = None, until: Any = None, where: Any = None) -> list[dict[str, Any]]:
-        """Per group: calls, tokens, cost, unpriced calls, errors, error rate, p50/p95 latency, p50 TTFT."""
-        query = QueryBuilder(FIELDS[LLMCall], "started_at", style="qmark")
-        sql, params, keys = query.summary_sql("llm_calls", group_by, since=since, until=until, where=where)
-        return query.summary_rows(self._read(sql, params), keys)
 
     def __enter__(self) -> SQLiteStore:
         return self

@@ -1,0 +1,196 @@
+"""The PostgreSQL store against a real server the session starts (tests/conftest.py `pg_server`): no mocks.
+
+The read side, retention and losses are one implementation for both stores (`sinks/sqlstore.py`), so
+the behaviour tests here run on SQLite and PostgreSQL alike and compare the two.
+"""
+
+import subprocess
+import sys
+import textwrap
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+import tokentrail
+from click.testing import CliRunner
+from tokentrail import report
+from tokentrail.cli import main
+from tokentrail.errors import ConfigError, RecordsRejected
+from tokentrail.record import LLMCall, Outcome, Span, ToolCall
+
+T0 = datetime(2026, 9, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def call(i, **kw):
+    base = dict(id=f"c{i:04d}", started_at=T0 + timedelta(days=i), duration_ms=float(i), provider="openai",
+                request_model="gpt-4o" if i % 3 else "gpt-4o-mini", input_tokens=10, output_tokens=5, total_tokens=15,
+                cost_usd=0.01, customer_id="acme" if i % 2 else "globex")
+    base.update(kw)
+    return LLMCall(**base)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'calls.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+def test_round_trip_every_field_type_and_a_retry_writes_nothing_twice(pg_url):
+    store = tokentrail.open_store(pg_url)
+    assert type(store).__name__ == "PostgresStore" and store.schema_version() >= 4
+    rich = call(1, stream=True, cache_hit=False, finish_reasons=["stop"], request_params={"temperature": 0.5},
+                tags=["a", "b"], metadata={"k": [1, 2]}, input_messages=[{"role": "user", "content": "hi"}],
+                ttft_ms=12.5, error_category="timeout", status_code=408)
+    records = [rich, ToolCall(id="t1", name="search", started_at=T0, arguments={"q": 1}),
+               Outcome(id="o1", name="won", value=3.0, success=True, recorded_at=T0),
+               Span(id="s1", name="run", started_at=T0, trace_id="ab" * 16)]
+    store.export(records)
+    store.export(records)  # the lane's retry after a lost connection: no duplicates
+    assert store.calls() == [rich]
+    assert store.tool_calls()[0].arguments == {"q": 1}
+    assert store.outcomes()[0].value == 3.0 and store.spans()[0].name == "run"
+    store.close()
+
+
+def test_open_store_accepts_postgres_scheme_and_several_processes_migrate_at_once(pg_url):
+    code = f"import tokentrail; s = tokentrail.open_store({pg_url.replace('postgresql', 'postgres')!r}); print(s.schema_version())"
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) for _ in range(4)]
+    outs = [p.communicate(timeout=60)[0].strip() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert set(outs) == {str(tokentrail.open_store(pg_url).schema_version())}
+
+
+def test_monthly_partitions_are_created_as_records_arrive(pg_url):
+    store = tokentrail.open_store(pg_url)
+    store.export([call(i * 10) for i in range(8)])  # 70 days: September to November
+    names = [name for name, _, _ in store.partitions("llm_calls")]
+    assert names == ["llm_calls_p202609", "llm_calls_p202610", "llm_calls_p202611"]
+    assert len(store.calls(limit=None)) == 8
+
+
+def test_both_stores_answer_the_same(tmp_path, pg_url):
+    records = [call(i, error_category="rate_limit" if i == 4 else None) for i in range(20)]
+    answers = []
+    for url in (f"sqlite:///{tmp_path / 'x.db'}", pg_url):
+        store = tokentrail.open_store(url)
+        store.export(records)
+        answers.append((
+            [c.id for c in store.calls(limit=5, where={"customer": "acme", "model": ["gpt-4o"]})],
+            [c.id for c in store.calls(limit=3, order="oldest", since=T0 + timedelta(days=10))],
+            store.summary(group_by=("model", "customer")),
+            store.summary(group_by="day", since=T0 + timedelta(days=17)),
+            store.ids_with_prefix("c001"),
+            sorted(c.id for c in store.calls_after(0, limit=100)[0]),
+        ))
+    (a, b) = answers
+    assert a[:2] == b[:2] and a[4:] == b[4:]
+    for left, right in zip(a[2] + a[3], b[2] + b[3]):
+        assert left.keys() == right.keys()
+        for key in left:
+            assert left[key] == pytest.approx(right[key]), key
+
+
+def test_a_refused_batch_is_split_so_only_the_bad_record_is_lost(pg_url):
+    store = tokentrail.open_store(pg_url)
+    good = [call(i) for i in range(9)]
+    bad = call(99, provider="nul\x00byte")  # PostgreSQL text cannot hold NUL
+    with pytest.raises(RecordsRejected) as info:
+        store.export(good[:4] + [bad] + good[4:])
+    assert info.value.count == 1
+    assert len(store.calls(limit=None)) == 9
+
+
+def test_report_cli_and_doctor_work_on_it(pg_url):
+    store = tokentrail.open_store(pg_url)
+    store.export([call(i) for i in range(6)])
+    store.write_stats([{"run_id": "r1", "sink": "x", "pid": 1, "written": 5, "dropped": 2, "failed": 1, "rejected": 0}])
+    assert store.losses()[0]["dropped"] == 2
+    totals = report.totals(store)
+    assert totals["calls"] == 6 and totals["cost_usd"] == pytest.approx(0.06)
+    result = CliRunner().invoke(main, ["report", "--store", pg_url, "--since", "2026-01-01"], catch_exceptions=False)
+    assert result.exit_code == 0 and "gpt-4o" in result.output
+
+
+def test_a_down_server_is_no_error_at_open_and_export_raises_until_it_is_back(pg_server, pg_url):
+    pg_server.stop()
+    try:
+        store = tokentrail.open_store(pg_url)  # opens: the schema waits for the server
+        with pytest.raises(Exception):
+            store.export([call(1)])
+    finally:
+        pg_server.start()
+    store.export([call(1)])
+    assert [c.id for c in store.calls()] == ["c0001"]
+
+
+def test_without_psycopg_init_says_how_to_install_it(pg_url, tmp_path):
+    code = textwrap.dedent(f"""
+        import sys
+        sys.modules["psycopg"] = None  # as if not installed
+        import tokentrail
+        try:
+            tokentrail.init(store={pg_url!r}, instrument=False)
+        except tokentrail.ConfigError as exc:
+            print(exc)
+        else:
+            print("no error")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60).stdout
+    assert "pip install 'tokentrail[postgres]'" in out
+
+
+# -- retention -----------------------------------------------------------------------------------
+
+def test_prune_deletes_before_a_moment_and_where(store_url):
+    store = tokentrail.open_store(store_url)
+    store.export([call(i) for i in range(40)] + [ToolCall(id="t0", name="x", started_at=T0)])
+    cut = T0 + timedelta(days=35)
+    counts = store.prune(cut, where={"customer_id": "acme"})
+    assert counts["llm_calls"] == 17  # the odd days before day 35
+    assert counts["tool_calls"] == 0  # the tool call is for no customer
+    left = store.calls(limit=None)
+    assert len(left) == 23 and all(c.customer_id == "globex" or c.started_at >= cut for c in left)
+    counts = store.prune(cut)
+    assert counts["llm_calls"] == 18 and counts["tool_calls"] == 1
+    assert all(c.started_at >= cut for c in store.calls(limit=None))
+    assert store.summary(group_by=())[0]["calls"] == 5  # deleted calls are not counted any more
+
+
+def test_prune_with_rollup_keeps_totals_and_breakdowns(store_url):
+    store = tokentrail.open_store(store_url)
+    store.export([call(i, error_category="timeout" if i == 2 else None) for i in range(40)])
+    def sums(rows):
+        return sorted((sorted((k, round(v, 9) if isinstance(v, float) else v) for k, v in row.items()
+                              if not k.startswith(("p50", "p95", "ttft")))) for row in rows)
+
+    before = sums(store.summary(group_by=("model", "customer")))
+    by_day = {r["day"]: r["calls"] for r in store.summary(group_by="day")}
+    counts = store.prune(T0 + timedelta(days=60), rollup=True)
+    assert counts["llm_calls"] == 40 and store.calls(limit=None) == []
+    assert sums(store.summary(group_by=("model", "customer"))) == before
+    assert {r["day"]: r["calls"] for r in store.summary(group_by="day")} == by_day
+    # a rolled-up day is in a range when its start (00:00 UTC) is
+    assert store.summary(group_by=(), since=datetime(2026, 10, 1, tzinfo=timezone.utc))[0]["calls"] == 10
+    assert store.summary(group_by=(), since=T0 + timedelta(days=30))[0]["calls"] == 9
+    assert report.totals(store)["errors"] == 1
+
+
+def test_partitions_wholly_before_the_cut_are_dropped(pg_url):
+    store = tokentrail.open_store(pg_url)
+    store.export([call(i) for i in range(0, 90, 3)])  # September to November
+    counts = store.prune(datetime(2026, 10, 15, tzinfo=timezone.utc))
+    assert [n for n, _, _ in store.partitions("llm_calls")] == ["llm_calls_p202610", "llm_calls_p202611"]
+    assert counts["llm_calls"] == len([i for i in range(0, 90, 3) if T0 + timedelta(days=i) < datetime(2026, 10, 15, tzinfo=timezone.utc)])
+    store.export([call(0)])  # a late record for a dropped month gets its partition back
+    assert store.calls(where={"id": "c0000"})
+
+
+def test_cli_prune(store_url):
+    store = tokentrail.open_store(store_url)
+    store.export([call(i) for i in range(10)])
+    result = CliRunner().invoke(main, ["prune", "--store", store_url, "--before", "2026-09-06", "--where", "customer_id=acme",
+                                       "--rollup"], catch_exceptions=False)
+    assert result.exit_code == 0 and "llm_calls: 2 rolled up and deleted" in result.output
+    assert len(store.calls(limit=None)) == 8  # days 1 and 3 rolled up
+    assert report.totals(store)["calls"] == 10
