@@ -66,7 +66,7 @@ ENDPOINTS = [
     "/api/breakdown?by=user",
     "/api/errors",
     "/api/calls?limit=50",
-    "/api/calls?limit=50&sort=cost_usd&desc=1&model=gpt-4o",
+    "/api/calls?limit=50&sort=-cost_usd&model=gpt-4o",
     "/api/calls?limit=50&offset=5000&customer=cust-7",
     "/api/calls/{id}",
     "/api/outcomes",

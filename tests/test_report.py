@@ -469,3 +469,60 @@ def test_a_deep_trace_does_not_hit_the_recursion_limit(tmp_path):
 
 def test_the_reader_reads_spans_like_the_store(traced):
     assert report.SQLiteReader(traced).spans(limit=None) == tokentrail.open_store(traced).spans(limit=None)
+
+
+# -- the dashboard's queries ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("opener", [tokentrail.open_store, report.SQLiteReader], ids=["store", "reader"])
+def test_dashboard_queries_page_sort_count_and_group_in_sql(mixed, opener):
+    store = opener(mixed)
+    page = report.calls_page(store, sort="-cost_usd", limit=2)
+    assert page["total"] == report.count_calls(store) == 5
+    assert [c["cost_usd"] for c in page["calls"]] == [0.01, 0.001]
+    rest = report.calls_page(store, sort="-cost_usd", limit=10, offset=2)["calls"]
+    assert [c["cost_usd"] for c in rest] == [0.00003, 0.0, None]  # calls without a cost come last
+    assert report.calls_page(store, sort="model", limit=1)["calls"][0]["model"] == "claude-haiku-4-5"
+    assert report.count_calls(store, where={"customer": "globex"}) == 2
+    assert report.has_calls(store)
+    assert report.errors_report(store) == [{"category": "rate_limit", "calls": 1, "share": 1.0, "cost_usd": 0.0}]
+    assert report.count_calls(store, where=report.failed_filter()) == 1
+    series = report.timeseries(store, bucket="hour", stack="provider")
+    assert sum(sum(s["calls"]) for s in series["series"]) == 5
+    assert {s["key"] for s in series["series"]} == {"openai", "anthropic", "in_house"}
+    lean = report.totals_lean(store)
+    assert lean["calls"] == 5 and lean["p95_ms"] is None and report.totals(store)["p95_ms"] == 250.0
+    with pytest.raises(ValueError, match="order"):
+        report.calls_page(store, sort="password")
+    with pytest.raises(ValueError, match="offset"):
+        report.calls_page(store, offset=-5)
+
+
+def test_percentiles_over_many_calls_come_from_an_even_sample(tmp_path, monkeypatch):
+    import sys
+
+    from tokentrail.sinks import query
+
+    records = [call(i, duration_ms=float(i)) for i in range(1000)]
+    url = store_with(tmp_path / "many.db", records)
+    exact = report.totals(tokentrail.open_store(url))["p95_ms"]
+    assert exact == pytest.approx(949.05)
+    monkeypatch.setattr(query, "PERCENTILE_SAMPLE", 100)  # 1,000 calls: every 10th
+    for opener in (tokentrail.open_store, report.SQLiteReader):
+        store = opener(url)
+        module = sys.modules[type(store).summary.__module__]
+        if hasattr(module, "PERCENTILE_SAMPLE"):  # a store that imported the constant by name
+            monkeypatch.setattr(module, "PERCENTILE_SAMPLE", 100)
+        sampled = report.totals(store)["p95_ms"]
+        assert sampled != exact  # the sample's, not every call's
+        assert sampled == pytest.approx(exact, rel=0.02)
+
+
+def test_check_schema_refuses_a_newer_store(mixed):
+    from tokentrail.sinks.schema import SCHEMA_VERSION
+
+    report.check_schema(report.SQLiteReader(mixed))
+    with sqlite3.connect(report.store_path(mixed)) as db:
+        db.execute("INSERT INTO schema_version VALUES (?, '2030-01-01')", (SCHEMA_VERSION + 1,))
+    with pytest.raises(StoreError, match="newer tokentrail"):
+        report.check_schema(report.SQLiteReader(mixed))

@@ -62,7 +62,7 @@ __all__ = [
     "export_rows", "export_format", "write_rows",
     "price_table", "doctor", "trace",
     "TIME_BUCKETS", "STACKS", "failed_filter", "summary", "timeseries", "calls_page", "totals_lean", "errors_report",
-    "check_schema",
+    "check_schema", "count_calls", "has_calls",
 ]
 
 # --by names -> the store's group names
@@ -321,6 +321,14 @@ class SQLiteReader:
         query = QueryBuilder(query.columns, query.time_column, style="qmark", percentiles=percentiles, sample_every=every)
         sql, params, keys = query.summary_sql("llm_calls", group_by, since=since, until=until, where=where)
         return query.summary_rows(self._rows(sql, params), keys)
+
+    def count(self, since: Any = None, until: Any = None, where: Any = None) -> int:
+        """How many calls are stored in range (a COUNT: SQLite answers it from an index)."""
+        query = self._query(LLMCall)
+        clause, params = query.where(since=since, until=until, where=where)
+        if not self._columns(LLMCall):
+            return 0
+        return self._rows(f"SELECT COUNT(*) FROM llm_calls{clause}", params)[0][0]
 
     def ids_with_prefix(self, prefix: str) -> list[str]:
         """Ids of the calls whose id starts with `prefix` (in id order)."""
@@ -804,9 +812,23 @@ def calls_page(store: Any, since: Any = None, until: Any = None, where: Any = No
         found = store.calls(since=start, until=end, where=where or None, limit=limit, order=sort, offset=offset)
     except TypeError:  # a store without offset: read up to the page's end
         found = store.calls(since=start, until=end, where=where or None, limit=offset + limit, order=sort)[offset:]
-    total = totals_lean(store, start, end, where)
-    return {"calls": [_light(_row(c)) for c in found], "total": total["calls"] if total else 0,
+    return {"calls": [_light(_row(c)) for c in found], "total": count_calls(store, start, end, where),
             "offset": offset, "limit": limit, "sort": sort}
+
+
+def count_calls(store: Any, since: Any = None, until: Any = None, where: Any = None) -> int:
+    """How many calls in range are stored one by one (what paging through `calls` can reach): the store's
+    `count` (a COUNT over its indexes) where it has one, else the calls of its summary."""
+    count = getattr(store, "count", None)
+    if callable(count):
+        return count(since=since, until=until, where=where or None)
+    total = totals_lean(store, since, until, where)
+    return total["calls"] if total else 0
+
+
+def has_calls(store: Any) -> bool:
+    """Whether the store holds any call (one indexed lookup)."""
+    return bool(store.calls(limit=1))
 
 
 def totals_lean(store: Any, since: Any = None, until: Any = None, where: Any = None) -> dict[str, Any] | None:

@@ -190,8 +190,7 @@ def create_app(store: Any = None, *, token: str | None = None, open_browser: boo
         since, until = _range(request)
         where = _where(request)
         totals = report.totals(opened, since, until, where)
-        everything = totals if not (since or until or where) else report.totals_lean(opened)
-        return {"store": url, "totals": totals, "empty": not everything,
+        return {"store": url, "totals": totals, "empty": not totals and not report.has_calls(opened),
                 "range": {"since": since.isoformat() if since else None, "until": until.isoformat() if until else None}}
 
     def timeseries(request: Request) -> Any:
