@@ -20,15 +20,38 @@
 
 The worker keeps the counters (`account`, after pricing); the check on the
 calling thread (`check`) is a dict lookup per budget. Counters are seeded from
-the store at `init()`, so a restart does not reset a monthly budget. They are
-per process: another process's spending is seen at its next start, not live.
+the store at `init()`, so a restart does not reset a monthly budget.
+
+Shared budgets. With a store that keeps a budget ledger (PostgreSQL, and
+SQLite for processes on one host: `budget_sync`), the counters are the
+fleet's: every process publishes its own spend per budget, scope and period
+and reads everyone else's, on a thread of its own every `SHARE_INTERVAL_S`
+(0.5 s) — never on the calling thread, whose check stays a dict lookup. A
+counter is this process's spend, exact and live, plus the others' as of the
+last sync; what the store held when the first process of a period started is
+counted once for the fleet (the ledger's `seed` row). So with P processes, a
+raising budget stops every process, and spending can pass the limit by at
+most what the *other* processes spend in one sync round trip (about
+2 × `SHARE_INTERVAL_S`: their publish, then our read) plus one call per
+concurrent caller — e.g. 4 processes at $1/s each: ≤ 3 × $1/s × 1 s + 4 calls.
+A process that exits publishes its spend as it leaves. Every process of the
+fleet should declare the same budgets (a budget is known by its label); a
+process without them spends without counting against them until the calls
+it wrote are seen by the next period's seed. A store that cannot be reached
+leaves the counters where they were (this process's own spend still counts).
+Per-process otherwise: another process's spending is seen at its next start.
 """
 
 from __future__ import annotations
 
+import atexit
+import json
 import math
+import os
+import socket
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Mapping, Sequence
@@ -38,7 +61,9 @@ from .errors import BudgetExceeded, ConfigError
 from .record import LLMCall
 from .semconv import normalize_provider
 
-__all__ = ["Budget", "BudgetEvent", "BudgetBook", "parse_budgets", "BudgetExceeded"]
+__all__ = ["Budget", "BudgetEvent", "BudgetBook", "parse_budgets", "BudgetExceeded", "SHARE_INTERVAL_S"]
+
+SHARE_INTERVAL_S = 0.5  # shared budgets: how often a process publishes its spend and reads the fleet's
 
 PERIODS = ("call", "hour", "day", "month", "total")
 ACTIONS = ("warn", "raise")
@@ -211,10 +236,27 @@ class BudgetBook:
         self._keys = _PeriodKeys()
         self._accounted: set[str] = set()  # ids accounted on the calling thread, not yet seen by the worker
         self._lock = threading.Lock()  # the calling threads and the worker both add to the counters
+        # Shared budgets (see the module docstring): this process's spend and the others', per counter key.
+        self._shared: Any = None  # the store keeping the ledger
+        self._own: dict[tuple[int, tuple[str, ...], str], list[float]] = {}
+        self._others: dict[tuple[int, tuple[str, ...], str], list[float]] = {}
+        self._run_id = ""
+        self._sync_pid = 0
+        self._stop = threading.Event()
 
     def after_fork(self) -> None:
-        """A fresh lock in a forked child: a thread of the parent may have held it at fork time."""
+        """A fresh lock in a forked child: a thread of the parent may have held it at fork time. A shared
+        book's child is a process of its own in the ledger: its own spend starts at nothing."""
         self._lock = threading.Lock()
+        if self._shared is not None:
+            for key, spent in self._own.items():
+                base = self.counters.get(key)
+                if base is not None:
+                    base[0] -= spent[0]
+                    base[1] -= spent[1]
+            self._own = {}
+            self._stop = threading.Event()
+            self._start_sync()
 
     # -- matching -------------------------------------------------------------------------------
 
@@ -311,6 +353,10 @@ class BudgetBook:
                 spent = self.counters.setdefault(key, [0.0, 0])
                 spent[0] += usd
                 spent[1] += tokens
+                if self._shared is not None:
+                    own = self._own.setdefault(key, [0.0, 0])
+                    own[0] += usd
+                    own[1] += tokens
             if key not in self._warned and self._over(budget, spent):
                 if budget.period != "call":
                     self._warned.add(key)
@@ -326,7 +372,14 @@ class BudgetBook:
                 log.error_once("budget.on_exceed", f"tokentrail: on_exceed of budget {budget.label} raised", exc)
 
     def seed(self, store: Any) -> None:
-        """Start the counters from what the store already holds for the current periods."""
+        """Start the counters from what the store already holds for the current periods; with a store that
+        keeps a budget ledger, share them with every process that writes to it (module docstring)."""
+        if callable(getattr(store, "budget_sync", None)) and any(b.period != "call" for b in self.budgets):
+            self._share(store)
+            return
+        self._seed_counters(store)
+
+    def _seed_counters(self, store: Any) -> None:
         now = _utc(self.clock())
         for index, budget in enumerate(self.budgets):
             if budget.period == "call":
@@ -340,6 +393,86 @@ class BudgetBook:
                     continue
                 key = (index, scope, period_key(budget.period, now))
                 self.counters[key] = [row["cost_usd"] or 0.0, row["total_tokens"] or 0]
+
+
+    # -- shared budgets ----------------------------------------------------------------------------
+
+    def _share(self, store: Any) -> None:
+        self._shared = store
+        self._run_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        now = _utc(self.clock())
+        try:
+            self._seed_counters(store)  # what the store holds now, offered as the period's seed
+            seeds: dict[tuple[int, str], list[tuple[str, float, int]]] = {}
+            for (index, scope, period), spent in self.counters.items():
+                seeds.setdefault((index, period), []).append((_scope_text(scope), spent[0], int(spent[1])))
+            for index, budget in enumerate(self.budgets):
+                if budget.period != "call":
+                    period = period_key(budget.period, now)
+                    store.budget_seed(budget.label, period, seeds.get((index, period), []))
+            self.counters.clear()
+            self.sync()
+        except Exception as exc:  # noqa: BLE001 - a store that is down: counted locally until it is back
+            log.error_once("budget.share", "tokentrail: could not read the shared budgets from the store; "
+                           "counting this process's spend until it can", exc)
+        self._start_sync()
+        on_close = getattr(store, "on_close", None)
+        if callable(on_close):
+            on_close(self._last_sync)  # shutdown() closes the store: publish this process's spend first
+        atexit.register(self._last_sync)
+
+    def _start_sync(self) -> None:
+        self._sync_pid = os.getpid()
+        thread = threading.Thread(target=self._sync_loop, args=(self._stop,), name="tokentrail-budgets", daemon=True)
+        thread.start()
+
+    def _sync_loop(self, stop: threading.Event) -> None:
+        while not stop.wait(SHARE_INTERVAL_S):
+            if self._sync_pid != os.getpid() or getattr(self._shared, "closed", False):
+                return
+            try:
+                self.sync()
+            except Exception as exc:  # noqa: BLE001
+                log.error_once("budget.sync", "tokentrail: could not share budget spend through the store; will retry", exc)
+
+    def _last_sync(self) -> None:
+        self._stop.set()
+        if self._sync_pid != os.getpid() or self._shared is None or getattr(self._shared, "closed", False):
+            return
+        try:
+            self.sync()
+        except Exception:  # noqa: BLE001 - leaving: the calls themselves are in the store
+            pass
+
+    def close(self) -> None:
+        """Publish this process's spend a last time and stop sharing (the tracker's shutdown)."""
+        self._last_sync()
+
+    def sync(self) -> None:
+        """Publish this process's spend, read the others', and set the counters to their sum (sync thread)."""
+        store = self._shared
+        now = self.clock()
+        with self._lock:
+            own = [(self.budgets[index].label, _scope_text(scope), period, spent[0], int(spent[1]))
+                   for (index, scope, period), spent in self._own.items()]
+        periods = sorted({self._keys.key(b.period, now) for b in self.budgets if b.period != "call"})
+        by_label = {b.label: i for i, b in enumerate(self.budgets)}
+        others: dict[tuple[int, tuple[str, ...], str], list[float]] = {}
+        for label, scope, period, usd, tokens in store.budget_sync(self._run_id, own, periods):
+            index = by_label.get(label)
+            if index is not None:
+                others[(index, tuple(json.loads(scope)), period)] = [usd, tokens]
+        with self._lock:
+            self._others = others
+            for key in set(self.counters) | set(others) | set(self._own):
+                mine = self._own.get(key, (0.0, 0))
+                theirs = others.get(key, (0.0, 0))
+                self.counters[key] = [mine[0] + theirs[0], mine[1] + theirs[1]]
+
+
+def _scope_text(values: Sequence[str]) -> str:
+    """A counter's scope values as the ledger keys them."""
+    return json.dumps(list(values), separators=(",", ":"))
 
 
 def record_fields(record: Any) -> dict[str, Any]:

@@ -226,6 +226,7 @@ class PostgresStore(SQLStore):
         self._pool_obj = None  # the child's first use opens its own pool (the parent's is left alone)
 
     def close(self) -> None:
+        self.run_close_hooks()
         pool, self._pool_obj = self._pool_obj, None
         if pool is not None and self._pid == os.getpid():
             pool.close(timeout=1.0)

@@ -202,6 +202,7 @@ class SQLiteStore(SQLStore):
             self._guard = threading.RLock()
 
     def close(self) -> None:
+        self.run_close_hooks()
         conn = getattr(self._local, "conn", None)
         if conn is not None and getattr(self._local, "pid", None) == os.getpid():
             conn.close()

@@ -29,7 +29,7 @@ from .schema import BUDGET_TABLE, ROLLUP_KEYS, ROLLUP_TABLE, STATS_COLUMNS, STAT
 __all__ = ["SQLStore", "summarize", "SEED_RUN"]
 
 SEED_RUN = "seed"  # the budget ledger's row for what the store held when a period's first process started
-_SEED_MARK = "\x00seeded"
+_SEED_MARK = "#seeded"  # never a scope (scopes are JSON lists)
 
 
 def summarize(read: Any, style: str, group_by: Sequence[str] | str = ("model",), since: Any = None, until: Any = None,
@@ -60,6 +60,19 @@ class SQLStore:
     dialect: Dialect
     style: str  # "qmark" (SQLite) or "format" (psycopg)
     codecs: dict[type, TableCodec]
+    closed = False  # set by close(): a shared budget's sync thread stops
+
+    def on_close(self, hook: Any) -> None:
+        """Call `hook()` as the store closes, before its connections go (a shared budget's last publish)."""
+        self.__dict__.setdefault("close_hooks", []).append(hook)
+
+    def run_close_hooks(self) -> None:
+        for hook in self.__dict__.pop("close_hooks", ()):
+            try:
+                hook()
+            except Exception:  # noqa: BLE001 - closing goes on
+                pass
+        self.closed = True
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         raise NotImplementedError
