@@ -627,3 +627,72 @@ def test_trace_of_a_recorded_demo_run(demo_store):
     run_id = next(c.workflow_run_id for c in tokentrail.open_store(demo_store).calls(limit=None) if c.workflow_run_id)
     result = cli("trace", run_id, "--store", demo_store)
     assert result.exit_code == 0 and f"run {run_id}" in result.output and "llm" in result.output
+
+
+# -- ui ---------------------------------------------------------------------------------------------------
+
+
+def test_ui_serves_the_demo_store(demo_folder):
+    """`tokentrail demo && tokentrail ui --store tokentrail-demo.db`, the README's way to see the dashboard."""
+    pytest.importorskip("uvicorn", reason="the dashboard needs the ui extra")
+    import socket
+    import time
+    import urllib.request
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    proc = subprocess.Popen([*BIN, "ui", "--store", "tokentrail-demo.db", "--port", str(port), "--no-browser"],
+                            cwd=demo_folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/summary", timeout=2) as answer:
+                    body = json.loads(answer.read())
+                break
+            except OSError:
+                assert proc.poll() is None, proc.communicate()
+                assert time.monotonic() < deadline, "tokentrail ui did not answer"
+                time.sleep(0.1)
+        assert body["totals"]["calls"] == 39
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as answer:
+            assert "<title>tokentrail</title>" in answer.read().decode()
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=10)
+    assert f"http://127.0.0.1:{port}/\n" in out and "?token=" not in out  # loopback: no token needed
+
+
+def test_ui_options_and_help(monkeypatch, demo_store):
+    from tokentrail.web import server
+
+    seen = {}
+    monkeypatch.setattr(server, "serve", lambda store, **kw: seen.update(store=store, **kw))
+    result = CliRunner().invoke(main, ["ui", "--store", demo_store, "--host", "0.0.0.0", "--port", "9000", "--token", "t0k",
+                                       "--no-browser"])
+    assert result.exit_code == 0, result.output
+    assert seen["store"] == demo_store and seen["host"] == "0.0.0.0" and seen["port"] == 9000
+    assert seen["token"] == "t0k" and seen["open_browser"] is False
+    result = CliRunner().invoke(main, ["ui", "--store", demo_store])
+    assert seen["host"] == "127.0.0.1" and seen["port"] == 8437 and seen["token"] is None and seen["open_browser"] is True
+    help_text = CliRunner().invoke(main, ["ui", "--help"]).output
+    for option in ("--host", "--port", "--store", "--no-browser", "--token"):
+        assert option in help_text
+    assert CliRunner().invoke(main, ["ui", "--port", "99999"]).exit_code == 2
+
+
+def test_ui_says_what_to_install_without_the_ui_extra(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("starlette", "uvicorn") else real(name, *a))
+    result = CliRunner().invoke(main, ["ui"])
+    assert result.exit_code == 1
+    assert "pip install 'tokentrail[ui]'" in result.output
+
+
+def test_ui_refuses_a_missing_store_in_one_line(tmp_path):
+    result = CliRunner().invoke(main, ["ui", "--store", str(tmp_path / "none.db"), "--no-browser"])
+    assert result.exit_code == 1 and "no store at" in result.output and "Traceback" not in result.output

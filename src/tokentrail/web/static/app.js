@@ -4,7 +4,7 @@
 const $ = (sel) => document.querySelector(sel);
 const PALETTE = ["#2f6fde", "#e8793a", "#2aa876", "#c03fa8", "#d8b22b", "#5bb4d8", "#8a62d6", "#d64f4f", "#8c8c8c"];
 const PAGE = 50;
-const state = { range: "7d", stack: "model", by: "model", filters: {}, sort: "newest", offset: 0, cursor: null, total: 0 };
+const state = { range: "24h", stack: "model", by: "model", filters: {}, sort: "newest", offset: 0, cursor: null, total: 0 };
 
 // -- formatting ---------------------------------------------------------------------------------------
 function money(v) {
