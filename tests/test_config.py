@@ -19,6 +19,7 @@ SAMPLES = {
     "model_aliases": ({"dep-file": "gpt-4o"}, '{"dep-env": "gpt-4o"}', {"dep-arg": "gpt-4o-mini"}),
     "budgets": ([{"limit_usd": 1.0}], '[{"limit_usd": 2, "period": "month"}]', [tokentrail.Budget(limit_tokens=3)]),
     "instrument": (["openai"], "anthropic", False),
+    "retention": ("90d", "12w rollup", "720h"),
 }
 PARSED = {
     "store": ("sqlite:///file.db", "sqlite:///env.db", "sqlite:///arg.db"),
@@ -34,6 +35,7 @@ PARSED = {
     "model_aliases": ({"dep-file": "gpt-4o"}, {"dep-env": "gpt-4o"}, {"dep-arg": "gpt-4o-mini"}),
     "budgets": ((tokentrail.Budget(limit_usd=1.0),), (tokentrail.Budget(limit_usd=2, period="month"),), (tokentrail.Budget(limit_tokens=3),)),
     "instrument": (("openai",), ("anthropic",), False),
+    "retention": ((90 * 86400.0, False), (12 * 604800.0, True), (720 * 3600.0, False)),
 }
 
 

@@ -194,3 +194,23 @@ def test_cli_prune(store_url):
     assert result.exit_code == 0 and "llm_calls: 2 rolled up and deleted" in result.output
     assert len(store.calls(limit=None)) == 8  # days 1 and 3 rolled up
     assert report.totals(store)["calls"] == 10
+
+
+def test_retention_option_prunes_from_the_stores_thread(store_url, monkeypatch):
+    now = datetime.now(timezone.utc)
+    store = tokentrail.open_store(store_url)
+    store.export([call(i, started_at=now - timedelta(days=100 + i)) for i in range(5)])
+    monkeypatch.setenv("TOKENTRAIL_RETENTION", "30d rollup")
+    tracker = tokentrail.init(store=store_url, instrument=False)
+    assert tracker.settings.retention == (30 * 86400.0, True)
+    tokentrail.log_llm_call(provider="openai", model="gpt-4o", usage={"input_tokens": 1, "output_tokens": 1})
+    assert tokentrail.flush(10)
+    left = store.calls(limit=None)
+    assert len(left) == 1 and left[0].started_at > now - timedelta(days=1)  # the old ones were pruned…
+    assert report.totals(store)["calls"] == 6  # …into daily aggregates the reports count
+
+
+@pytest.mark.parametrize("value", ["soon", "90d forever", "-1d", 90])
+def test_a_bad_retention_fails_at_init_naming_the_option(value):
+    with pytest.raises(ConfigError, match="`retention`"):
+        tokentrail.init(store="none", retention=value, instrument=False)

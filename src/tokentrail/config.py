@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
@@ -47,6 +48,7 @@ class Settings:
     model_aliases: Mapping[str, str] = field(default_factory=dict)
     budgets: tuple[Any, ...] = ()
     instrument: bool | tuple[str, ...] = True
+    retention: tuple[float, bool] | None = None  # (seconds to keep, roll up instead of only deleting)
     # option name -> where its value came from ("default", "argument", "environment variable X", a file)
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
@@ -122,6 +124,22 @@ def _parse_instrument(name: str, value: Any, source: str) -> bool | tuple[str, .
     return tuple(value)
 
 
+def _parse_retention(name: str, value: Any, source: str) -> tuple[float, bool] | None:
+    """`90d` (delete calls older than 90 days), `90d rollup` (keep them as daily aggregates), or off."""
+    accepted = "a duration such as 90d, 12w or 720h, optionally followed by `rollup`; or off"
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "off", "none", "false")):
+        return None
+    if not isinstance(value, str):
+        raise _bad(name, source, value, accepted)
+    words = value.split()
+    rollup = len(words) == 2 and words[1].lower() == "rollup"
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)(s|m|h|d|w)", words[0].lower()) if words and (len(words) == 1 or rollup) else None
+    if match is None or float(match.group(1)) <= 0:
+        raise _bad(name, source, value, accepted)
+    seconds = float(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[match.group(2)]
+    return seconds, rollup
+
+
 # option -> parser(name, value, source) -> value
 OPTIONS: dict[str, Callable[[str, Any, str], Any]] = {
     "store": _parse_store,
@@ -137,6 +155,7 @@ OPTIONS: dict[str, Callable[[str, Any, str], Any]] = {
     "model_aliases": parse_model_aliases,
     "budgets": parse_budgets,
     "instrument": _parse_instrument,
+    "retention": _parse_retention,
 }
 # Tables (not scalars): taken from the file as TOML tables, from the environment as JSON.
 _TABLE_OPTIONS = {"prices", "model_aliases", "budgets"}

@@ -81,6 +81,7 @@ def init(
     prices: Any = UNSET,
     model_aliases: Any = UNSET,
     instrument: Any = UNSET,
+    retention: Any = UNSET,
     config: Any = None,
 ) -> Tracker:
     """Configure tokentrail and start recording; returns the active `Tracker`.
@@ -108,6 +109,7 @@ def init(
         "prices": prices,
         "model_aliases": model_aliases,
         "instrument": instrument,
+        "retention": retention,
     }
     settings = load_settings(arguments, config=config)
     if not settings.enabled:
@@ -142,6 +144,8 @@ def _open_sinks(settings: Settings) -> list[Any]:
     sinks: list[Any] = []
     if settings.store is not None:
         sinks.append(open_store(settings.store))
+        if settings.retention is not None and callable(getattr(sinks[0], "keep", None)):
+            sinks[0].keep(*settings.retention)  # pruned from the store's own thread (sinks/sqlstore.py)
     for spec in settings.exporters:
         try:
             sinks.append(make_exporter(spec))

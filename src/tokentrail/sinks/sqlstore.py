@@ -18,8 +18,11 @@ deleted with them (when `where` names fields they have).
 
 from __future__ import annotations
 
+import time
+from datetime import timedelta
 from typing import Any, Sequence
 
+from .. import log
 from ..errors import RecordsRejected
 from ..record import FIELDS, LLMCall, Outcome, Span, ToolCall
 from ..times import parse_time
@@ -28,6 +31,7 @@ from .schema import BUDGET_TABLE, ROLLUP_KEYS, ROLLUP_TABLE, STATS_COLUMNS, STAT
 
 __all__ = ["SQLStore", "summarize", "SEED_RUN"]
 
+PRUNE_EVERY_S = 3600.0  # how often the `retention` option prunes
 SEED_RUN = "seed"  # the budget ledger's row for what the store held when a period's first process started
 _SEED_MARK = "#seeded"  # never a scope (scopes are JSON lists)
 
@@ -99,9 +103,31 @@ class SQLStore:
 
     # -- the sink side -------------------------------------------------------------------------------
 
+    retention: tuple[float, bool] | None = None
+    next_prune = 0.0
+
+    def keep(self, seconds: float, rollup: bool = False) -> None:
+        """The `retention` option: from the thread that writes this store (never the application's), at
+        its first write and then hourly, prune what is older than `seconds` (rolled up with `rollup`)."""
+        self.retention = (seconds, rollup)
+        self.next_prune = 0.0
+
+    def apply_retention(self) -> None:
+        seconds, rollup = self.retention or (0.0, False)
+        self.next_prune = time.monotonic() + PRUNE_EVERY_S
+        try:
+            counts = self.prune(timedelta(seconds=seconds), rollup=rollup)
+        except Exception as exc:  # noqa: BLE001 - retention must never cost a batch
+            log.error_once("store.retention", "tokentrail: retention could not prune the store; will try again in an hour", exc)
+            return
+        if any(counts.values()):
+            log.logger.info("tokentrail: retention pruned %s", counts)
+
     def export(self, records: Sequence[Any]) -> None:
         """Write a batch in one transaction. A batch refused for a bad value is split until only the bad
         records are left out (`RecordsRejected` counts them); anything else raises, and the lane retries."""
+        if self.retention is not None and time.monotonic() >= self.next_prune:
+            self.apply_retention()
         try:
             self._write_batch(records)
         except Exception as exc:  # noqa: BLE001 - sorted below
