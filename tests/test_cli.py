@@ -696,3 +696,16 @@ def test_ui_says_what_to_install_without_the_ui_extra(monkeypatch):
 def test_ui_refuses_a_missing_store_in_one_line(tmp_path):
     result = CliRunner().invoke(main, ["ui", "--store", str(tmp_path / "none.db"), "--no-browser"])
     assert result.exit_code == 1 and "no store at" in result.output and "Traceback" not in result.output
+
+
+def test_report_reprice_and_cache(demo_store):
+    result = CliRunner().invoke(main, ["report", "--store", demo_store, "--by", "feature", "--reprice", "gpt-4o-mini", "--cache"])
+    assert result.exit_code == 0, result.output
+    assert "what if every call had gone to gpt-4o-mini" in " ".join(result.output.split())
+    assert "prompt caching" in result.output
+    data = json.loads(CliRunner().invoke(main, ["report", "--store", demo_store, "--by", "model", "--reprice", "gpt-4o",
+                                                "--cache", "--json"]).output)
+    assert data["reprice"]["totals"]["calls"] == 39 and data["reprice"]["model"] == "gpt-4o"
+    assert [r["model"] for r in data["cache"]] == ["claude-haiku-4-5"] and data["cache"][0]["saved_usd"] > 0
+    bad = CliRunner().invoke(main, ["report", "--store", demo_store, "--reprice", "no-such-model-9"])
+    assert bad.exit_code == 2 and "no price known" in bad.output

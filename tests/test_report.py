@@ -526,3 +526,41 @@ def test_check_schema_refuses_a_newer_store(mixed):
         db.execute("INSERT INTO schema_version VALUES (?, '2030-01-01')", (SCHEMA_VERSION + 1,))
     with pytest.raises(StoreError, match="newer tokentrail"):
         report.check_schema(report.SQLiteReader(mixed))
+
+
+def test_reprice_prices_the_same_tokens_at_another_model(mixed):
+    store = tokentrail.open_store(mixed)
+    rates = report.price_table(["gpt-4o"])[0]
+    data = report.reprice(store, "gpt-4o", by=("customer",))
+    assert data["model"] == "gpt-4o" and data["provider"] == "openai"
+    rows = {r["customer"]: r for r in data["rows"]}
+    # acme: three calls of 100 in / 20 out (one unpriced); globex: one such call and a failed one without tokens
+    assert rows["acme"]["what_if_usd"] == pytest.approx(3 * (100 * rates["input"] + 20 * rates["output"]) / 1e6)
+    assert rows["globex"]["what_if_usd"] == pytest.approx((100 * rates["input"] + 20 * rates["output"]) / 1e6)
+    assert rows["globex"]["cost_usd"] == pytest.approx(0.01)
+    assert rows["globex"]["saving_usd"] == pytest.approx(0.01 - rows["globex"]["what_if_usd"])
+    assert data["totals"]["saving_usd"] == pytest.approx(sum(r["saving_usd"] for r in data["rows"]))
+    assert data["rows"][0]["saving_usd"] >= data["rows"][-1]["saving_usd"]
+    with pytest.raises(ValueError, match="no price known"):
+        report.reprice(store, "no-such-model-9")
+    with pytest.raises(ValueError, match="break down"):
+        report.reprice(store, "gpt-4o", by=("planet",))
+
+
+def test_cache_savings_per_model_and_feature(tmp_path):
+    records = [call(0, provider="anthropic", request_model="claude-haiku-4-5", input_tokens=1000, cache_read_tokens=800,
+                    feature="chat"),
+               call(1, provider="anthropic", request_model="claude-haiku-4-5", input_tokens=1000, cache_write_tokens=500,
+                    feature="search"),
+               call(2)]  # no cache traffic: left out
+    store = tokentrail.open_store(store_with(tmp_path / "cache.db", records))
+    rates = report.price_table(["claude-haiku-4-5"], provider="anthropic")[0]
+    by_model = report.cache_savings(store, by=("model",))
+    assert len(by_model) == 1 and by_model[0]["model"] == "claude-haiku-4-5"
+    row = by_model[0]
+    assert row["cache_read_tokens"] == 800 and row["cache_write_tokens"] == 500
+    assert row["saved_usd"] == pytest.approx(800 * (rates["input"] - rates["cache_read"]) / 1e6)
+    assert row["write_premium_usd"] == pytest.approx(500 * (rates["cache_write"] - rates["input"]) / 1e6)
+    assert row["net_usd"] == pytest.approx(row["saved_usd"] - row["write_premium_usd"])
+    by_feature = {r["feature"]: r for r in report.cache_savings(store, by=("feature",))}
+    assert set(by_feature) == {"chat", "search"} and by_feature["chat"]["write_premium_usd"] == 0

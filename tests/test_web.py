@@ -187,6 +187,18 @@ def test_trace_values_and_cursor(client, store):
     assert client.get("/api/cursor").json()["cursor"] > before  # what the page's live refresh watches
 
 
+def test_what_if_and_cache_savings(client, store):
+    body = client.get("/api/reprice?to=gpt-4o-mini&by=customer").json()
+    assert body["model"] == "gpt-4o-mini"
+    assert {r["customer"] for r in body["rows"]} == {"acme", "globex", "initech", "bulk"}
+    assert body["totals"]["cost_usd"] == pytest.approx(direct(store, "SELECT SUM(cost_usd) FROM llm_calls")[0][0])
+    assert body["totals"]["saving_usd"] > 0  # gpt-4o-mini is cheaper than what most of these calls went to
+    assert client.get("/api/reprice?to=gpt-4o-mini&since=24h&customer=globex").json()["totals"]["calls"] == 2
+    only_4o = client.get("/api/reprice?to=gpt-4o-mini&model=gpt-4o").json()  # `model` filters the calls repriced
+    assert only_4o["totals"]["calls"] == 2 and only_4o["totals"]["saving_usd"] > 0
+    assert client.get("/api/cache").json() == {"by": ["model"], "rows": []}  # no cache traffic in this store
+
+
 @pytest.mark.parametrize("path, message", [
     ("/api/calls?limit=ten", "limit"),
     ("/api/calls?offset=-1", "offset"),
@@ -200,6 +212,9 @@ def test_trace_values_and_cursor(client, store):
     ("/api/timeseries?stack=planet", "stack"),
     ("/api/timeseries?top=0", "top"),
     ("/api/values?field=password", "field"),
+    ("/api/reprice", "name a model"),
+    ("/api/reprice?to=no-such-model-9", "no price known"),
+    ("/api/cache?by=planet", "break down"),
 ])
 def test_malformed_parameters_get_a_400_with_a_json_error(client, path, message):
     answer = client.get(path)
@@ -302,3 +317,20 @@ def test_serve_generates_and_prints_a_token_for_other_addresses(store, monkeypat
     server.serve(store, open_browser=False, echo=lines.append)
     assert "?token=" not in lines[0] and lines[0].endswith("http://127.0.0.1:8437/")
     assert TestClient(seen["app"], base_url="http://127.0.0.1:8437").get("/api/summary").status_code == 200
+
+
+def test_the_wheel_ships_the_page_and_its_assets(tmp_path):
+    import subprocess
+    import sys
+    import zipfile
+    from pathlib import Path
+
+    root = Path(server.__file__).resolve().parents[3]
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", str(root), "--no-deps", "-q", "-w", str(tmp_path)],
+                           capture_output=True, text=True, timeout=300)
+    if built.returncode != 0 and "hatchling" in built.stderr:
+        pytest.skip(f"cannot build a wheel here: {built.stderr.strip()[-200:]}")
+    assert built.returncode == 0, built.stderr
+    names = zipfile.ZipFile(next(tmp_path.glob("*.whl"))).namelist()
+    for asset in ("index.html", "app.js", "app.css", "uPlot.iife.min.js", "uPlot.min.css", "uPlot.LICENSE"):
+        assert f"tokentrail/web/static/{asset}" in names

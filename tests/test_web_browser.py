@@ -213,6 +213,18 @@ def test_the_detail_view_opens_with_every_field(page, dashboard, store):
     assert page.problems == []
 
 
+def test_what_if_compares_with_another_model(page, dashboard):
+    load(page, dashboard.url)
+    page.select_option("#range", "")
+    page.fill("#whatif-model", "gpt-4o-mini")
+    page.select_option("#whatif-by", "customer")
+    page.click("#whatif-form button[type=submit]")
+    page.wait_for_function("document.querySelector('#whatif-summary').textContent.startsWith('On gpt-4o-mini')")
+    assert page.locator("#whatif-table tbody tr").count() == 3  # acme, globex, initech
+    assert "instead of" in page.inner_text("#whatif-summary")
+    assert page.problems == []
+
+
 def test_live_refresh_shows_new_calls(page, dashboard, store):
     load(page, dashboard.url)
     before = int(page.get_attribute("#total-calls", "data-value"))

@@ -332,9 +332,13 @@ def print_report(console: Console, data: dict[str, Any], by: Sequence[str]) -> N
               help="Break down by (repeatable, combined): model, provider, user, customer, feature, workflow, day, hour, …")
 @click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV of the breakdown.")
+@click.option("--reprice", "reprice_model", default=None, metavar="MODEL",
+              help="What if: price the same tokens at MODEL's list price, and the saving per --by group.")
+@click.option("--cache", "show_cache", is_flag=True, help="What prompt caching saved (and cache writes cost) per --by group.")
 @filters
 @handled
-def report_command(by: tuple[str, ...], as_json: bool, as_csv: bool, since: Any, until: Any, where: tuple[str, ...], store_url: str | None) -> None:
+def report_command(by: tuple[str, ...], as_json: bool, as_csv: bool, reprice_model: str | None, show_cache: bool,
+                   since: Any, until: Any, where: tuple[str, ...], store_url: str | None) -> None:
     """Totals, a breakdown, and cost per outcome.
 
     --where applies to every section: outcomes are filtered by the fields they
@@ -345,6 +349,8 @@ def report_command(by: tuple[str, ...], as_json: bool, as_csv: bool, since: Any,
     tokentrail report
     tokentrail report --by customer --by model --since 7d
     tokentrail report --by day --where feature=search --json
+    tokentrail report --by feature --reprice gpt-4o-mini    what the same calls would cost on another model
+    tokentrail report --by model --cache                     what prompt caching saved
     """
     since, until = report.time_range(since, until)
     by = by or ("model",)
@@ -354,10 +360,50 @@ def report_command(by: tuple[str, ...], as_json: bool, as_csv: bool, since: Any,
         report.write_rows(report.breakdown(store, by, since, until, filt), "csv", sys.stdout)
         return
     data = report.report(store, by, since, until, filt)
+    if reprice_model:
+        data["reprice"] = report.reprice(store, reprice_model, by, since, until, filt)
+    if show_cache:
+        data["cache"] = report.cache_savings(store, by, since, until, filt)
     if as_json:
         _json_out(data)
-    else:
-        print_report(_console(), data, by)
+        return
+    console = _console()
+    print_report(console, data, by)
+    if reprice_model:
+        console.print(reprice_table(data["reprice"], by, console.width))
+    if show_cache:
+        console.print(cache_table(data["cache"], by, console.width) if data["cache"] else "No cache reads or writes in this range.")
+
+
+def reprice_table(data: dict[str, Any], by: Sequence[str], width: int) -> Table:
+    """`report --reprice`: recorded cost, the cost on the other model, the saving (negative: it costs more)."""
+    columns = [Column(k, lambda r, k=k: _dash(r.get(k))) for k in by]
+    columns += [
+        Column("calls", lambda r: count(r["calls"]), 2, right=True),
+        Column("cost", lambda r: money(r["cost_usd"]), right=True),
+        Column(f"on {data['model']}", lambda r: money(r["what_if_usd"]), right=True),
+        Column("saving", lambda r: money(r["saving_usd"]), right=True),
+        Column("%", lambda r: "-" if r["saving_share"] is None else f"{r['saving_share']:.0%}", 1, right=True),
+    ]
+    t = data["totals"]
+    share = "" if t["saving_share"] is None else f" ({t['saving_share']:.0%})"
+    title = (f"what if every call had gone to {data['model']}: {money(t['what_if_usd'])} instead of "
+             f"{money(t['cost_usd'])}, saving {money(t['saving_usd'])}{share}")
+    return fit_table(columns, data["rows"], width, title)
+
+
+def cache_table(rows: list[dict[str, Any]], by: Sequence[str], width: int) -> Table:
+    """`report --cache`: cache reads and what they saved, cache writes and their premium."""
+    columns = [Column(k, lambda r, k=k: _dash(r.get(k))) for k in by]
+    columns += [
+        Column("calls", lambda r: count(r["calls"]), 3, right=True),
+        Column("cache read", lambda r: count(r["cache_read_tokens"]), 2, right=True),
+        Column("saved", lambda r: money(r["saved_usd"]), right=True),
+        Column("cache write", lambda r: count(r["cache_write_tokens"]), 2, right=True),
+        Column("write premium", lambda r: money(r["write_premium_usd"]), 1, right=True),
+        Column("net", lambda r: money(r["net_usd"]), right=True),
+    ]
+    return fit_table(columns, rows, width, "prompt caching: saved on reads, paid extra on writes")
 
 
 # -- calls, show, tail -----------------------------------------------------------------------------

@@ -62,7 +62,7 @@ __all__ = [
     "export_rows", "export_format", "write_rows",
     "price_table", "doctor", "trace",
     "TIME_BUCKETS", "STACKS", "failed_filter", "summary", "timeseries", "calls_page", "totals_lean", "errors_report",
-    "check_schema", "count_calls", "has_calls",
+    "check_schema", "count_calls", "has_calls", "reprice", "cache_savings",
 ]
 
 # --by names -> the store's group names
@@ -859,6 +859,128 @@ def check_schema(store: Any) -> None:
         where = getattr(store, "path", None) or getattr(store, "url", "the store")
         raise StoreError(f"{where} was written by a newer tokentrail (schema version {found}; this one knows up to "
                          f"{SCHEMA_VERSION}): upgrade tokentrail to read it")
+
+
+# -- what if, and what caching saved (shared by `tokentrail report` and the dashboard) -----------------------
+
+
+def _book() -> Any:
+    from .config import load_settings
+    from .pricing import PriceBook
+
+    settings = load_settings()
+    return PriceBook(settings.prices, settings.model_aliases)
+
+
+def _flat_rate(rate: Any) -> float | None:
+    """USD per token; a tiered rate at its base tier (sums of many calls cannot pick a tier per call)."""
+    if rate is None:
+        return None
+    return float(getattr(rate, "base", rate))
+
+
+_SUMS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
+
+
+def reprice(store: Any, model: str, by: Sequence[str] = ("feature",), since: Any = None, until: Any = None,
+            where: Any = None, provider: str | None = None) -> dict[str, Any]:
+    """What the recorded calls would have cost on `model`: the same tokens at its list price, per group.
+
+    Sums the tokens per group in SQL (never a row in Python) and prices the sums with `model`'s rates
+    (a tiered rate at its base tier; cache reads and writes at the model's cache rates, or at its input
+    rate when it has none). Returns `{"model", "priced_as", "provider", "rows": [{<by keys>, calls,
+    cost_usd (as recorded; unpriced calls count 0), what_if_usd, saving_usd (recorded - what if: positive
+    means the other model is cheaper), saving_share}], "totals": {same sums}}`, rows by saving, largest
+    first. ValueError when `model` has no known price.
+    """
+    from .semconv import normalize_provider
+
+    if not isinstance(model, str) or not model.strip():
+        raise ValueError("name a model to reprice with, e.g. gpt-4o-mini")
+    rates = _book().rates(normalize_provider(provider, model), model.strip())
+    if rates is None:
+        raise ValueError(f"no price known for {model!r}: `tokentrail prices {model}` shows what is known; "
+                         "custom prices go under `prices`")
+    unknown = [b for b in by if b not in BREAKDOWNS]
+    if unknown:
+        raise ValueError(f"cannot break down by {unknown}; accepted: {', '.join(BREAKDOWNS)}")
+    keys = [BREAKDOWNS[b] for b in by]
+    rows = summary(store, keys, since, until, where, percentiles=False)
+    rate = {name: _flat_rate(getattr(rates, name)) for name in ("input", "output", "cache_read", "cache_write", "reasoning")}
+    request = getattr(rates, "request", None) or 0.0
+
+    def price(row: dict[str, Any]) -> float:
+        tin, tout, cread, cwrite, reason = (row.get(k) or 0 for k in _SUMS)
+        cread_rate = rate["cache_read"] if rate["cache_read"] is not None else rate["input"]
+        cwrite_rate = rate["cache_write"] if rate["cache_write"] is not None else rate["input"]
+        plain_in = max(tin - cread - cwrite, 0)
+        plain_out = tout - reason if rate["reasoning"] is not None else tout
+        usd = (rate["input"] or 0.0) * plain_in + (cread_rate or 0.0) * cread + (cwrite_rate or 0.0) * cwrite
+        usd += (rate["output"] or 0.0) * max(plain_out, 0) + (rate["reasoning"] or 0.0) * (reason if rate["reasoning"] is not None else 0)
+        return usd + request * row["calls"]
+
+    out = []
+    total = {"calls": 0, "cost_usd": 0.0, "what_if_usd": 0.0}
+    for row in rows:
+        actual = row["cost_usd"] or 0.0
+        what_if = price(row)
+        item = {k: row[k] for k in by}
+        item.update(calls=row["calls"], unpriced_calls=row["unpriced_calls"], cost_usd=actual, what_if_usd=what_if,
+                    saving_usd=actual - what_if, saving_share=(actual - what_if) / actual if actual else None)
+        out.append(item)
+        total["calls"] += row["calls"]
+        total["cost_usd"] += actual
+        total["what_if_usd"] += what_if
+    total["saving_usd"] = total["cost_usd"] - total["what_if_usd"]
+    total["saving_share"] = total["saving_usd"] / total["cost_usd"] if total["cost_usd"] else None
+    out.sort(key=lambda r: -r["saving_usd"])
+    return {"model": model.strip(), "priced_as": rates.model, "provider": rates.provider, "rows": out, "totals": total}
+
+
+def cache_savings(store: Any, by: Sequence[str] = ("model",), since: Any = None, until: Any = None,
+                  where: Any = None) -> list[dict[str, Any]]:
+    """What prompt caching saved, per group (`model` and/or `feature`, `customer`, …).
+
+    For each model's calls: `saved_usd` = cache-read tokens priced at the model's input rate minus what
+    they cost at its cache-read rate; `write_premium_usd` = what cache writes cost above the input rate;
+    `net_usd` = saved - premium. Token sums come from SQL per (provider, model, group); models without a
+    price are left out of the money (their tokens still count). Rows: `{<by keys>, calls, cache_read_tokens,
+    cache_write_tokens, saved_usd, write_premium_usd, net_usd}`, largest net first; groups with no cache
+    traffic are left out.
+    """
+    unknown = [b for b in by if b not in BREAKDOWNS]
+    if unknown:
+        raise ValueError(f"cannot break down by {unknown}; accepted: {', '.join(BREAKDOWNS)}")
+    keys = [BREAKDOWNS[b] for b in by]
+    extra = [k for k in ("provider", "model") if k not in keys]
+    rows = summary(store, [*keys, *extra], since, until, where, percentiles=False)
+    book = _book()
+    groups: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for row in rows:
+        cread, cwrite = row.get("cache_read_tokens") or 0, row.get("cache_write_tokens") or 0
+        if not cread and not cwrite:
+            continue
+        rates = book.rates(row["provider"], row["model"]) if row.get("model") else None
+        saved = premium = 0.0
+        if rates is not None and rates.input is not None:
+            base = _flat_rate(rates.input) or 0.0
+            read = _flat_rate(rates.cache_read)
+            write = _flat_rate(rates.cache_write)
+            saved = cread * (base - read) if read is not None else 0.0
+            premium = cwrite * (write - base) if write is not None else 0.0
+        key = tuple(row[b] for b in by)
+        group = groups.setdefault(key, {**dict(zip(by, key)), "calls": 0, "cache_read_tokens": 0, "cache_write_tokens": 0,
+                                        "saved_usd": 0.0, "write_premium_usd": 0.0})
+        group["calls"] += row["calls"]
+        group["cache_read_tokens"] += cread
+        group["cache_write_tokens"] += cwrite
+        group["saved_usd"] += saved
+        group["write_premium_usd"] += premium
+    out = list(groups.values())
+    for group in out:
+        group["net_usd"] = group["saved_usd"] - group["write_premium_usd"]
+    out.sort(key=lambda r: -r["net_usd"])
+    return out
 
 
 # -- export -----------------------------------------------------------------------------------------

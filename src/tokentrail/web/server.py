@@ -14,7 +14,9 @@ Decisions a user can see:
   reach the dashboard through DNS rebinding).
 - **API.** `GET /api/summary`, `/api/timeseries`, `/api/breakdown?by=`,
   `/api/calls`, `/api/calls/{id}`, `/api/errors`, `/api/outcomes`,
-  `/api/trace/{ref}`, `/api/values?field=`, `/api/cursor`. All take
+  `/api/trace/{ref}`, `/api/values?field=`, `/api/cursor`, and the answers
+  no other tracker gives: `/api/reprice?to=MODEL&by=` (what if the calls had
+  gone to another model) and `/api/cache?by=` (what prompt caching saved). All take
   `since`/`until` (`24h`, `7d`, ISO dates) and the filters `model`,
   `provider`, `user`, `customer`, `feature`, `workflow`, `operation`,
   `error_category` (`a,b` for either) and `status` (`ok`/`error`). A
@@ -220,6 +222,17 @@ def create_app(store: Any = None, *, token: str | None = None, open_browser: boo
         since, until = _range(request)
         return {"rows": report.outcomes_report(opened, since, until, _where(request))}
 
+    def reprice(request: Request) -> Any:
+        since, until = _range(request)
+        by = [b for b in request.query_params.get("by", "feature").split(",") if b]
+        # `to`, not `model`: `model` filters the calls (what if gpt-4o's calls had gone to gpt-4o-mini?)
+        return report.reprice(opened, request.query_params.get("to", ""), by, since, until, _where(request))
+
+    def cache(request: Request) -> Any:
+        since, until = _range(request)
+        by = [b for b in request.query_params.get("by", "model").split(",") if b]
+        return {"by": by, "rows": report.cache_savings(opened, by, since, until, _where(request))}
+
     def trace(request: Request) -> Any:
         return report.trace(opened, request.path_params["ref"])
 
@@ -248,6 +261,8 @@ def create_app(store: Any = None, *, token: str | None = None, open_browser: boo
         Route("/api/errors", _endpoint(errors)),
         Route("/api/outcomes", _endpoint(outcomes)),
         Route("/api/trace/{ref:path}", _endpoint(trace)),
+        Route("/api/reprice", _endpoint(reprice)),
+        Route("/api/cache", _endpoint(cache)),
         Route("/api/values", _endpoint(values)),
         Route("/api/cursor", _endpoint(cursor)),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),

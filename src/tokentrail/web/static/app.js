@@ -137,6 +137,31 @@ async function loadOutcomes() {
     : '<tr><td colspan="5" class="muted">No outcomes in this range (workflow(...).emit_outcome records them).</td></tr>';
 }
 
+// -- what if, cache savings ----------------------------------------------------------------------------------
+async function loadWhatIf() {
+  const model = $("#whatif-model").value.trim();
+  const by = $("#whatif-by").value;
+  if (!model) { $("#whatif-table tbody").innerHTML = ""; return; }
+  const data = await api("reprice", query({ to: model, by }));
+  const t = data.totals;
+  $("#whatif-key").textContent = by;
+  $("#whatif-summary").textContent = `On ${data.model}: ${money(t.what_if_usd)} instead of ${money(t.cost_usd)} — ` +
+    (t.saving_usd >= 0 ? `saving ${money(t.saving_usd)}` : `${money(-t.saving_usd)} more`) +
+    (t.saving_share === null ? "" : ` (${pct(Math.abs(t.saving_share))})`);
+  $("#whatif-table tbody").innerHTML = data.rows.map((r) => `<tr>
+    <td>${r[by] === null ? '<span class="muted">(none)</span>' : esc(r[by])}</td><td class="num">${whole(r.calls)}</td>
+    <td class="num">${money(r.cost_usd)}</td><td class="num">${money(r.what_if_usd)}</td>
+    <td class="num ${r.saving_usd < 0 ? "worse" : "better"}">${money(r.saving_usd)}</td></tr>`).join("");
+}
+async function loadCache() {
+  const data = await api("cache", query({ by: "model" }));
+  $("#cache-table tbody").innerHTML = data.rows.length ? data.rows.map((r) => `<tr>
+    <td>${esc(r.model ?? "(none)")}</td><td class="num">${count(r.cache_read_tokens)}</td><td class="num">${money(r.saved_usd)}</td>
+    <td class="num opt">${count(r.cache_write_tokens)}</td><td class="num opt">${money(r.write_premium_usd)}</td>
+    <td class="num">${money(r.net_usd)}</td></tr>`).join("")
+    : '<tr><td colspan="6" class="muted">No cache reads or writes in this range.</td></tr>';
+}
+
 // -- calls ------------------------------------------------------------------------------------------------
 async function loadCalls() {
   const data = await api("calls", query({ sort: state.sort, offset: state.offset, limit: PAGE }));
@@ -205,7 +230,7 @@ async function openDetail(id) {
 // -- wiring ---------------------------------------------------------------------------------------------
 async function loadAll() {
   try {
-    await Promise.all([loadSummary(), loadCharts(), loadBreakdown(), loadErrors(), loadOutcomes(), loadCalls()]);
+    await Promise.all([loadSummary(), loadCharts(), loadBreakdown(), loadErrors(), loadOutcomes(), loadCalls(), loadCache(), loadWhatIf()]);
     showError(null);
   } catch (err) { showError(err); }
 }
@@ -244,6 +269,8 @@ $("#filters").addEventListener("submit", (e) => {
   state.offset = 0;
   loadAll();
 });
+$("#whatif-form").addEventListener("submit", (e) => { e.preventDefault(); loadWhatIf().then(() => showError(null), showError); });
+$("#whatif-by").addEventListener("change", () => loadWhatIf().catch(showError));
 $("#filters-clear").addEventListener("click", () => { $("#filters").reset(); state.filters = {}; state.offset = 0; loadAll(); });
 $("#prev").addEventListener("click", () => { state.offset = Math.max(0, state.offset - PAGE); loadCalls().catch(showError); });
 $("#next").addEventListener("click", () => { state.offset += PAGE; loadCalls().catch(showError); });
