@@ -107,7 +107,7 @@ class PostgresStore(SQLStore):
                 self._pid = os.getpid()
                 self._pool_obj = ConnectionPool(
                     self.url, min_size=1, max_size=self._pool_size, timeout=self._timeout, open=False,
-                    kwargs={"autocommit": True, "connect_timeout": max(int(self._timeout), 1), "options": "-c timezone=UTC"},
+                    kwargs={"autocommit": True, "connect_timeout": max(int(self._timeout), 1), "options": "-c timezone=UTC -c datestyle=ISO"},
                     check=ConnectionPool.check_connection, name="tokentrail")
                 self._pool_obj.open(wait=False)
             return self._pool_obj

@@ -24,7 +24,8 @@ GROUPS = {
 }
 _TIME_CUTS = {
     "qmark": {"day": "substr({t}, 1, 10)", "hour": "substr({t}, 1, 13) || ':00'"},
-    "format": {"day": "to_char({t} AT TIME ZONE 'UTC', 'YYYY-MM-DD')", "hour": "to_char({t} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:00')"},
+    # A date's text is YYYY-MM-DD under DateStyle ISO (the PostgreSQL store sets it): cheaper than to_char per row.
+    "format": {"day": "(({t} AT TIME ZONE 'UTC')::date)::text", "hour": "to_char({t} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:00')"},
 }
 # The start of a record's UTC day, as the time column stores it (retention's daily aggregates).
 DAY_START = {"qmark": "substr({t}, 1, 10) || 'T00:00:00.000000+00:00'",
@@ -162,9 +163,11 @@ class QueryBuilder:
     def percentile_sql(self, col: str, p: float, sample_every: int = 1) -> str:
         """The p-th percentile of `col` as a SQL aggregate. SQLite's is a Python aggregate (about a
         microsecond a row): with `sample_every` > 1 it sees only every n-th row (by rowid), an evenly
-        spread sample that keeps a percentile over a million calls fast; PostgreSQL's is exact."""
+        spread sample that keeps a percentile over a million calls fast. PostgreSQL's sorts the rows
+        (exact), or with `sample_every` > 1 the same kind of sample (by `seq`, its insertion number)."""
         if self.style != "qmark":
-            return f"percentile_cont({p} / 100.0) WITHIN GROUP (ORDER BY {col})"
+            sample = f" FILTER (WHERE seq % {int(sample_every)} = 0)" if sample_every > 1 else ""
+            return f"percentile_cont({p} / 100.0) WITHIN GROUP (ORDER BY {col}){sample}"
         if sample_every > 1:
             return f"tt_percentile({col}, {p}) FILTER (WHERE rowid % {int(sample_every)} = 0)"
         return f"tt_percentile({col}, {p})"

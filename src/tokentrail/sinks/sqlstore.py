@@ -40,9 +40,9 @@ def summarize(read: Any, style: str, group_by: Sequence[str] | str = ("model",),
               where: Any = None, *, percentiles: bool = True, columns: Sequence[str] = FIELDS[LLMCall],
               rollup: bool = True) -> list[dict[str, Any]]:
     """`summary()` over `read(sql, params)`: the kept calls, plus retention's daily aggregates where they apply.
-    SQLite's percentiles are taken over an evenly spread sample above `PERCENTILE_SAMPLE` calls; PostgreSQL's are exact."""
+    Percentiles are taken over an evenly spread sample above `PERCENTILE_SAMPLE` calls (sums and counts are exact)."""
     every = 1
-    if percentiles and style == "qmark":
+    if percentiles:
         clause, params = QueryBuilder(columns, "started_at", style=style).where(since=since, until=until, where=where)
         every = max(1, read(f"SELECT COUNT(*) FROM llm_calls{clause}", params)[0][0] // PERCENTILE_SAMPLE)
     query = QueryBuilder(columns, "started_at", style=style, percentiles=percentiles, sample_every=every)
