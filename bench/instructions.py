@@ -45,7 +45,7 @@ def _child(mode: str, name: str, blocks: int) -> None:
     from tokentrail import runtime
 
     tmp = tempfile.mkdtemp()
-    tokentrail.init(f"sqlite:///{tmp}/bench.db", instrument=["openai", "anthropic"], flush_interval=3600)
+    tokentrail.init(f"sqlite:///{tmp}/bench.db", instrument=True, flush_interval=3600)
     scenario = overhead.scenarios()[name]()
     for _ in range(5):
         scenario.block()

@@ -241,13 +241,28 @@ class SDKCall(PendingCall):
                     fields["metadata"] = {**value, **fields["metadata"]}  # the adapter's, under ours
 
 
+_servers: dict[int, tuple[Any, Any]] = {}  # id(base URL object) -> (the object, its server): see _server_of
+
+
 def _server_of(adapter: Any, client: Any) -> tuple[str, int | None] | None:
     """The server the client sends to (OTel's `server.address`/`server.port`): the adapter's
-    `base_url_of(client)` when it has one, else the client's `base_url` (the Stainless SDKs')."""
+    `base_url_of(client)` when it has one, else the client's `base_url` (the Stainless SDKs').
+
+    Remembered per URL object (a client keeps the same one), kept with the answer so its id cannot
+    be reused while the entry stands: no URL is formatted again for each record."""
     try:
         base_url_of = getattr(adapter, "base_url_of", None)
         url = base_url_of(client) if base_url_of is not None else getattr(client, "base_url", None)
-        return server_from_url(str(url)) if url else None
+        if not url:
+            return None
+        hit = _servers.get(id(url))
+        if hit is not None and hit[0] is url:
+            return hit[1]
+        server = server_from_url(str(url))
+        if len(_servers) >= 256:  # many short-lived clients: start over rather than grow
+            _servers.clear()
+        _servers[id(url)] = (url, server)
+        return server
     except Exception:  # noqa: BLE001 - a client of another shape: the record goes without it
         return None
 
