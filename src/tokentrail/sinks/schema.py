@@ -129,6 +129,9 @@ def migrations(dialect: Dialect) -> dict[int, list[str]]:
             *([f"CREATE INDEX IF NOT EXISTS ix_llm_calls_{dialect.sequence} ON llm_calls ({dialect.sequence})"]
               if dialect.sequence != "rowid" else []),
         ],
+        5: [  # the dashboard's errors by category and its `status=error` filter (partial: free for calls that succeed)
+            _index("llm_calls", "error_category"),
+        ],
     }
 
 

@@ -115,8 +115,6 @@ def _endpoint(func: Callable[[Request], Any]) -> Callable[[Request], Any]:
     def run(request: Request) -> Response:
         try:
             return _json(func(request))
-        except LookupError as exc:
-            return _json({"error": str(exc.args[0] if exc.args else exc)}, 404)
         except (ValueError, ConfigError) as exc:
             return _json({"error": str(exc).removeprefix("tokentrail: ")}, 400)
         except StoreError as exc:
