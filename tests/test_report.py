@@ -564,3 +564,15 @@ def test_cache_savings_per_model_and_feature(tmp_path):
     assert row["net_usd"] == pytest.approx(row["saved_usd"] - row["write_premium_usd"])
     by_feature = {r["feature"]: r for r in report.cache_savings(store, by=("feature",))}
     assert set(by_feature) == {"chat", "search"} and by_feature["chat"]["write_premium_usd"] == 0
+
+
+def test_page_totals_count_the_stored_calls_not_rolled_up_days(tmp_path):
+    old = [LLMCall(id=f"old{i}", started_at=NOW - timedelta(days=40), provider="openai",
+                                                             request_model="gpt-4o-mini", input_tokens=10, output_tokens=1,
+                                                             cost_usd=0.001) for i in range(3)]
+    url = store_with(tmp_path / "pruned.db", [*old, call(0), call(1)])
+    store = tokentrail.open_store(url)
+    store.prune("30d", rollup=True)
+    assert report.totals(store)["calls"] == 5  # the rolled-up days still count in totals
+    assert report.count_calls(store) == 2 == report.calls_page(store)["total"]  # but a page lists stored calls
+    assert len(report.calls_page(store)["calls"]) == 2

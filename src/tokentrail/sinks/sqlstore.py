@@ -215,6 +215,13 @@ class SQLStore:
         module docstring)."""
         return summarize(self._read, self.style, group_by, since=since, until=until, where=where, percentiles=percentiles)
 
+    def count(self, since: Any = None, until: Any = None, where: Any = None) -> int:
+        """How many calls are stored in range: what paging through `calls` reaches (rolled-up days are
+        not calls). One COUNT, answered from an index where one applies (the dashboard's page totals)."""
+        table = self.codecs[LLMCall]
+        clause, params = QueryBuilder(table.columns, table.time_column, style=self.style).where(since=since, until=until, where=where)
+        return int(self._read(f"SELECT COUNT(*) FROM llm_calls{clause}", params)[0][0])
+
     def ids_with_prefix(self, prefix: str) -> list[str]:
         """Ids of the calls whose id starts with `prefix` (in id order)."""
         return [row[0] for row in self._read(
