@@ -567,9 +567,8 @@ def test_cache_savings_per_model_and_feature(tmp_path):
 
 
 def test_page_totals_count_the_stored_calls_not_rolled_up_days(tmp_path):
-    old = [LLMCall(id=f"old{i}", started_at=NOW - timedelta(days=40), provider="openai",
-                                                             request_model="gpt-4o-mini", input_tokens=10, output_tokens=1,
-                                                             cost_usd=0.001) for i in range(3)]
+    old = [LLMCall(id=f"old{i}", started_at=NOW - timedelta(days=40), provider="openai", request_model="gpt-4o-mini",
+                   input_tokens=10, output_tokens=1, cost_usd=0.001) for i in range(3)]
     url = store_with(tmp_path / "pruned.db", [*old, call(0), call(1)])
     store = tokentrail.open_store(url)
     store.prune("30d", rollup=True)
