@@ -308,8 +308,9 @@ class SQLiteReader:
 
     def summary(self, group_by: Sequence[str] | str = ("model",), since: Any = None, until: Any = None, where: Any = None,
                 percentiles: bool = True) -> list[dict[str, Any]]:
-        """As `SQLiteStore.summary` (percentiles over a sample above `PERCENTILE_SAMPLE` calls)."""
-        from .sinks.query import PERCENTILE_SAMPLE, QueryBuilder
+        """As `SQLiteStore.summary` (one implementation, `sinks.sqlstore.summarize`: percentiles over a
+        sample above `PERCENTILE_SAMPLE` calls, days rolled up by retention counted in)."""
+        from .sinks.sqlstore import summarize
 
         query = self._query(LLMCall)
         clause, params = query.where(since=since, until=until, where=where)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from datetime import date, datetime, timezone
 from typing import Any, Sequence
 
@@ -57,6 +58,11 @@ except ImportError as exc:  # pragma: no cover - exercised in an environment wit
     _IMPORT_ERROR: Exception | None = exc
 else:
     _IMPORT_ERROR = None
+
+
+def _close_in_background(pool: Any, pid: int) -> None:
+    if pid == os.getpid() and not pool.closed:  # never a parent's pool from a forked child: its sockets are shared
+        threading.Thread(target=pool.close, kwargs={"timeout": 1.0}, name="tokentrail-pool-close", daemon=True).start()
 
 
 def _month(moment: datetime) -> tuple[int, int]:
@@ -110,6 +116,9 @@ class PostgresStore(SQLStore):
                     kwargs={"autocommit": True, "connect_timeout": max(int(self._timeout), 1), "options": "-c timezone=UTC -c datestyle=ISO"},
                     check=ConnectionPool.check_connection, name="tokentrail")
                 self._pool_obj.open(wait=False)
+                # A store dropped without close(): its pool is closed off the thread that collects it (psycopg's
+                # own __del__ would join the pool's threads there — seconds, or an error on one of them).
+                weakref.finalize(self, _close_in_background, self._pool_obj, self._pid)
             return self._pool_obj
 
     def _ensure_ready(self) -> None:
@@ -230,12 +239,6 @@ class PostgresStore(SQLStore):
         pool, self._pool_obj = self._pool_obj, None
         if pool is not None and self._pid == os.getpid():
             pool.close(timeout=1.0)
-
-    def __enter__(self) -> PostgresStore:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"PostgresStore({self._where!r})"

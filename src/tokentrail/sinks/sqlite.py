@@ -217,12 +217,6 @@ class SQLiteStore(SQLStore):
         with self._guard:
             return self._connection().execute(sql, params).fetchall()
 
-    def __enter__(self) -> SQLiteStore:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return f"SQLiteStore({self.url!r})"
 
