@@ -313,15 +313,12 @@ class SQLiteReader:
         from .sinks.sqlstore import summarize
 
         query = self._query(LLMCall)
-        clause, params = query.where(since=since, until=until, where=where)
+        query.where(since=since, until=until, where=where)  # a bad filter is an error even on an empty store
         if not self._columns(LLMCall):
             return []
-        every = 1
-        if percentiles:
-            every = max(1, self._rows(f"SELECT COUNT(*) FROM llm_calls{clause}", params)[0][0] // PERCENTILE_SAMPLE)
-        query = QueryBuilder(query.columns, query.time_column, style="qmark", percentiles=percentiles, sample_every=every)
-        sql, params, keys = query.summary_sql("llm_calls", group_by, since=since, until=until, where=where)
-        return query.summary_rows(self._rows(sql, params), keys)
+        rollup = bool(self._rows("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'llm_calls_daily'"))
+        return summarize(self._rows, "qmark", group_by, since=since, until=until, where=where, percentiles=percentiles,
+                         columns=query.columns, rollup=rollup)
 
     def count(self, since: Any = None, until: Any = None, where: Any = None) -> int:
         """How many calls are stored in range (a COUNT: SQLite answers it from an index)."""
