@@ -188,11 +188,11 @@ def main() -> None:
                 for name, store_url in (("SQLite", f"sqlite:///{tmp}/bench.db"), ("PostgreSQL", url)):
                     if name == "PostgreSQL" and server is not None:
                         store_url = server.create_database("throughput")
-                    print(f"   {name:<10} store.export (COPY on PostgreSQL): {throughput(store_url, args.records, 'export'):>9,.0f} records/s")
+                    print(f"   {name:<10} store.export (SQLite executemany, PostgreSQL COPY): {throughput(store_url, args.records, 'export'):>9,.0f} records/s")
                 for name, store_url in (("SQLite", f"sqlite:///{tmp}/bench2.db"), ("PostgreSQL", url)):
                     if name == "PostgreSQL" and server is not None:
                         store_url = server.create_database("pipeline")
-                    print(f"   {name:<10} log_llm_call -> pipeline -> store: {throughput(store_url, args.records, 'pipeline'):>9,.0f} records/s")
+                    print(f"   {name:<10} log_llm_call -> pipeline -> store:                 {throughput(store_url, args.records, 'pipeline'):>9,.0f} records/s")
         if "summary" not in skip:
             print(f"2. summary latency, {args.rows:,} rows")
             large_table(server.create_database("large") if server is not None else url, args.rows)

@@ -214,3 +214,16 @@ def test_retention_option_prunes_from_the_stores_thread(store_url, monkeypatch):
 def test_a_bad_retention_fails_at_init_naming_the_option(value):
     with pytest.raises(ConfigError, match="`retention`"):
         tokentrail.init(store="none", retention=value, instrument=False)
+
+
+def test_percentiles_over_a_sample_of_a_large_table(store_url, monkeypatch):
+    from tokentrail.sinks import sqlstore
+
+    store = tokentrail.open_store(store_url)
+    store.export([call(i, duration_ms=float(i)) for i in range(400)])
+    exact = store.summary(group_by=())[0]
+    monkeypatch.setattr(sqlstore, "PERCENTILE_SAMPLE", 40)  # every 10th call
+    sampled = store.summary(group_by=())[0]
+    assert sampled["calls"] == 400 and sampled["cost_usd"] == pytest.approx(exact["cost_usd"])  # sums stay exact
+    assert sampled["p50_ms"] != exact["p50_ms"] and abs(sampled["p50_ms"] - exact["p50_ms"]) <= 10
+    assert abs(sampled["p95_ms"] - exact["p95_ms"]) <= 10

@@ -166,7 +166,7 @@ class QueryBuilder:
         spread sample that keeps a percentile over a million calls fast. PostgreSQL's sorts the rows
         (exact), or with `sample_every` > 1 the same kind of sample (by `seq`, its insertion number)."""
         if self.style != "qmark":
-            sample = f" FILTER (WHERE seq % {int(sample_every)} = 0)" if sample_every > 1 else ""
+            sample = f" FILTER (WHERE mod(seq, {int(sample_every)}) = 0)" if sample_every > 1 else ""
             return f"percentile_cont({p} / 100.0) WITHIN GROUP (ORDER BY {col}){sample}"
         if sample_every > 1:
             return f"tt_percentile({col}, {p}) FILTER (WHERE rowid % {int(sample_every)} = 0)"
