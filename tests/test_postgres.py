@@ -227,3 +227,24 @@ def test_percentiles_over_a_sample_of_a_large_table(store_url, monkeypatch):
     assert sampled["calls"] == 400 and sampled["cost_usd"] == pytest.approx(exact["cost_usd"])  # sums stay exact
     assert sampled["p50_ms"] != exact["p50_ms"] and abs(sampled["p50_ms"] - exact["p50_ms"]) <= 10
     assert abs(sampled["p95_ms"] - exact["p95_ms"]) <= 10
+
+
+def test_calls_show_export_doctor_and_tail_on_postgresql(pg_url):
+    store = tokentrail.open_store(pg_url)
+    store.export([call(i) for i in range(3)])
+    store.write_stats([{"run_id": "r1", "sink": "otel", "pid": 1, "written": 5, "dropped": 7, "failed": 0, "rejected": 0}])
+    runner = CliRunner()
+    result = runner.invoke(main, ["calls", "--store", pg_url, "--json"], catch_exceptions=False)
+    assert result.exit_code == 0 and {c["id"] for c in __import__("json").loads(result.output)} == {"c0000", "c0001", "c0002"}
+    result = runner.invoke(main, ["show", "c0001", "--store", pg_url], catch_exceptions=False)
+    assert result.exit_code == 0 and "c0001" in result.output
+    result = runner.invoke(main, ["export", "--store", pg_url, "--format", "jsonl", "--out", "-"], catch_exceptions=False)
+    assert result.exit_code == 0 and len([line for line in result.output.splitlines() if line.startswith("{")]) == 3
+    result = runner.invoke(main, ["doctor", "--store", pg_url, "--json"], catch_exceptions=False)
+    doctor = __import__("json").loads(result.output)
+    assert doctor["store"]["ok"] and doctor["store"]["calls"] == 3 and doctor["losses"][0]["dropped"] == 7
+    cursor = report.start_cursor(store)  # what `tail` does: from now on, then each new call once
+    store.export([call(10), call(11)])
+    pages = list(report.new_calls(store, cursor))
+    assert [r["id"] for rows, _ in pages for r in rows] == ["c0010", "c0011"]
+    assert [r for rows, _ in report.new_calls(store, pages[-1][1]) for r in rows] == []
