@@ -80,22 +80,46 @@ def mask(text: str) -> str:
     return _KEY_SHAPES.sub(_masked, text)
 
 
+_PLAIN = frozenset({int, float, bool, type(None)})  # nothing to mask in these
+_DROPPED = object()
+
+
 def scrub(value: Any, depth: int = 0) -> Any:
     """A JSON-like value with credential-named keys dropped and key-shaped strings masked (copies only
     what changes). Deeper than 20 levels is left as it is: no stored value nests that far."""
+    kind = type(value)
+    if kind is str:
+        return mask(value)
+    if kind in _PLAIN:
+        return value
     if isinstance(value, str):
         return mask(value)
     if depth > 20:
         return value
     if isinstance(value, dict):
-        out, changed = {}, False
+        # One pass that only looks (the usual case: nothing to change, the dict itself is kept), and a
+        # copy only when a key goes or a value changes.
+        changes = None
         for key, item in value.items():
-            if is_credential_name(key):
-                changed = True
+            if _credential_name(key) if type(key) is str else is_credential_name(key):
+                new = _DROPPED
+            elif type(item) in _PLAIN:
                 continue
-            out[key] = new = scrub(item, depth + 1)
-            changed = changed or new is not item
-        return out if changed else value
+            else:
+                new = scrub(item, depth + 1)
+                if new is item:
+                    continue
+            if changes is None:
+                changes = {}
+            changes[key] = new
+        if changes is None:
+            return value
+        out = {}
+        for key, item in value.items():
+            new = changes.get(key, item)
+            if new is not _DROPPED:
+                out[key] = new
+        return out
     if isinstance(value, (list, tuple)):
         items = [scrub(v, depth + 1) for v in value]
         return items if any(a is not b for a, b in zip(items, value)) else value
