@@ -104,7 +104,7 @@ def main() -> None:
         began = time.perf_counter()
         fill(url, args.calls)
         print(f"filled {args.calls:,} calls in {time.perf_counter() - began:.1f} s", file=sys.stderr)
-    client = TestClient(create_app(url, open_browser=False))
+    client = TestClient(create_app(url))
     some_id = client.get("/api/calls?limit=1").json()["calls"][0]["id"]
     print(f"{args.calls:,} calls in {args.store}; {args.repeat} runs each (median / worst, ms)")
     worst_all = 0.0

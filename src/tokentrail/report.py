@@ -748,11 +748,13 @@ def timeseries(store: Any, bucket: str = "day", stack: str | None = "model", sin
     groups = (bucket,) if stack is None else (bucket, BREAKDOWNS[stack])
     rows = summary(store, groups, start, end, where, percentiles=False)
     metrics = ("cost_usd", "calls", "total_tokens", "errors")
-    cost_by_key: dict[Any, float] = {}
+    weight: dict[Any, list[float]] = {}  # key -> [cost, calls]: the costliest first, then the busiest
     for row in rows:
         key = row.get(stack) if stack is not None else "all"
-        cost_by_key[key] = cost_by_key.get(key, 0.0) + (row["cost_usd"] or 0.0) + row["calls"] * 1e-12
-    ranked = sorted(cost_by_key, key=lambda k: -cost_by_key[k])
+        sums = weight.setdefault(key, [0.0, 0])
+        sums[0] += row["cost_usd"] or 0.0
+        sums[1] += row["calls"]
+    ranked = sorted(weight, key=lambda k: (-weight[k][0], -weight[k][1], str(k)))
     kept = {k: (k if k is not None else "(none)") for k in ranked[:top]}
     labels = sorted({row[bucket] for row in rows if row.get(bucket)})
     if labels:

@@ -177,11 +177,9 @@ class LoopbackHosts:
         await self.app(scope, receive, send)
 
 
-def create_app(store: Any = None, *, token: str | None = None, open_browser: bool = False,
-               allowed_hosts: tuple[str, ...] | None = None) -> Starlette:
+def create_app(store: Any = None, *, token: str | None = None, allowed_hosts: tuple[str, ...] | None = None) -> Starlette:
     """The dashboard over the store at `store` (a URL or path; None: the configured store), opened once for
     reading. `token`: require it on every request. `allowed_hosts`: refuse other `Host` headers (loopback binds)."""
-    del open_browser  # the caller opens the browser (serve); kept so callers can pass their options through
     url = report.store_url(store)
     opened = report.open_existing(url)
     report.check_schema(opened)
