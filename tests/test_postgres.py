@@ -248,3 +248,28 @@ def test_calls_show_export_doctor_and_tail_on_postgresql(pg_url):
     pages = list(report.new_calls(store, cursor))
     assert [r["id"] for rows, _ in pages for r in rows] == ["c0010", "c0011"]
     assert [r for rows, _ in report.new_calls(store, pages[-1][1]) for r in rows] == []
+
+
+def test_the_dashboards_queries_answer_the_same_on_both_stores(tmp_path, pg_url):
+    records = [call(i, error_category=("rate_limit", "timeout", None, None)[i % 4], cost_usd=0.001 * (i % 7),
+                    started_at=T0 + timedelta(hours=5 * i)) for i in range(60)]
+    answers = []
+    for url in (f"sqlite:///{tmp_path / 'x.db'}", pg_url):
+        store = tokentrail.open_store(url)
+        store.export(records)
+        page = report.calls_page(store, sort="-cost_usd", offset=5, limit=10, where={"customer": "acme"})
+        answers.append((
+            report.timeseries(store, bucket="day", stack="model", since=T0, until=T0 + timedelta(days=13)),
+            report.timeseries(store, bucket="hour", stack=None, since=T0, until=T0 + timedelta(days=1)),
+            [c["id"] for c in page["calls"]], page["total"],
+            report.errors_report(store),
+            report.count_calls(store, since=T0 + timedelta(days=3)),
+        ))
+    (a, b) = answers
+    assert a[2:4] == b[2:4] and a[5] == b[5]
+    assert a[0]["buckets"] == b[0]["buckets"] and a[1]["buckets"] == b[1]["buckets"]
+    for left, right in ((a[0], b[0]), (a[1], b[1])):
+        assert [s["key"] for s in left["series"]] == [s["key"] for s in right["series"]]
+        for ls, rs in zip(left["series"], right["series"]):
+            assert ls["calls"] == rs["calls"] and ls["cost_usd"] == pytest.approx(rs["cost_usd"])
+    assert [(e["category"], e["calls"]) for e in a[4]] == [(e["category"], e["calls"]) for e in b[4]] == [("rate_limit", 15), ("timeout", 15)]

@@ -97,3 +97,23 @@ def test_a_server_restart_mid_run_blocks_nothing_and_loses_nothing_uncounted(pg_
     figure("postgres: server restart", f"{made[0]:,} calls over a 2 s outage: {stored:,} stored, {stats['failed']:,} "
                                        f"failed + {stats['dropped']:,} dropped (counted); slowest call "
                                        f"{slowest[0] * 1000:.2f} ms on the app thread")
+
+
+def test_a_dead_server_never_blocks_the_app_and_every_call_is_counted():
+    # A port nobody listens on: the store opens (the schema waits for the server), every write fails.
+    tracker = tokentrail.init(store="postgresql://nobody@127.0.0.1:9/none", instrument=False, queue_size=500,
+                              flush_interval=0.05, shutdown_timeout=1)
+    slowest = 0.0
+    for _ in range(5_000):
+        began = time.perf_counter()
+        tokentrail.log_llm_call(provider="openai", model="gpt-4o", usage={"input_tokens": 1, "output_tokens": 1})
+        slowest = max(slowest, time.perf_counter() - began)
+    began = time.perf_counter()
+    tokentrail.shutdown()
+    shutdown_s = time.perf_counter() - began
+    stats = tracker.stats()
+    sink = stats["sinks"]["postgresql://nobody@127.0.0.1:9/none"]
+    assert sink["written"] == 0 and sink["dropped"] + stats["dropped"] > 0  # the buffers filled and drops were counted
+    assert slowest < 0.05 and shutdown_s < 3  # neither a call nor the exit waits on the dead server
+    figure("postgres: dead server", f"5,000 calls, slowest {slowest * 1000:.2f} ms; shutdown {shutdown_s:.2f} s; "
+                                    f"{sink['dropped'] + stats['dropped']:,} dropped and counted")
