@@ -273,3 +273,11 @@ def test_the_dashboards_queries_answer_the_same_on_both_stores(tmp_path, pg_url)
         for ls, rs in zip(left["series"], right["series"]):
             assert ls["calls"] == rs["calls"] and ls["cost_usd"] == pytest.approx(rs["cost_usd"])
     assert [(e["category"], e["calls"]) for e in a[4]] == [(e["category"], e["calls"]) for e in b[4]] == [("rate_limit", 15), ("timeout", 15)]
+
+
+def test_a_month_another_process_pruned_is_created_again_not_refused(pg_url):
+    writer, pruner = tokentrail.open_store(pg_url), tokentrail.open_store(pg_url)
+    writer.export([call(0)])  # September: the writer now knows that partition
+    pruner.prune(datetime(2026, 10, 1, tzinfo=timezone.utc))  # …which the other process drops
+    writer.export([call(1)])  # a late September record: written, not rejected
+    assert [c.id for c in writer.calls()] == ["c0001"]

@@ -182,7 +182,19 @@ class PostgresStore(SQLStore):
                     row[time_index] = now
                 rows.append(row)
             batches.append((table, rows, {_month(row[time_index]) for row in rows}))
-        self._ensure_partitions([(table.name, month) for table, _, months in batches for month in months])
+        wanted = [(table.name, month) for table, _, months in batches for month in months]
+        self._ensure_partitions(wanted)
+        try:
+            self._copy(batches)
+        except psycopg.errors.CheckViolation as exc:
+            if "no partition" not in str(exc):
+                raise
+            # Another process pruned a month this one had seen: learn the partitions again, once.
+            self._partitions.clear()
+            self._ensure_partitions(wanted)
+            self._copy(batches)
+
+    def _copy(self, batches: Sequence[tuple[Any, list[list[Any]], Any]]) -> None:
         with self._pool().connection() as conn, conn.transaction():
             for table, rows, _ in batches:
                 stage = f"tt_stage_{table.name}"
