@@ -281,3 +281,13 @@ def test_a_month_another_process_pruned_is_created_again_not_refused(pg_url):
     pruner.prune(datetime(2026, 10, 1, tzinfo=timezone.utc))  # …which the other process drops
     writer.export([call(1)])  # a late September record: written, not rejected
     assert [c.id for c in writer.calls()] == ["c0001"]
+
+
+def test_the_cli_on_a_server_that_is_down_says_so_in_one_line(pg_server, pg_url):
+    pg_server.stop()
+    try:
+        result = CliRunner().invoke(main, ["report", "--store", pg_url])
+    finally:
+        pg_server.start()
+    assert result.exit_code == 1 and "cannot reach the store" in result.output
+    assert "Traceback" not in result.output

@@ -31,11 +31,12 @@ with that command in the message.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import weakref
 from datetime import date, datetime, timezone
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from .. import log
 from ..errors import ConfigError, StoreError
@@ -96,7 +97,9 @@ class PostgresStore(SQLStore):
         self._partitions: set[tuple[str, int, int]] = set()
         try:
             self._ensure_ready()
-        except (psycopg.OperationalError, PoolTimeout) as exc:
+        except StoreError as exc:
+            if exc.__cause__ is None:
+                raise  # a newer schema: not a server that is down
             log.warn_once(f"postgres.down.{self._where}", "tokentrail: the store %s is not reachable now (%s); "
                           "records wait in its buffer and are written when it is", self._where, exc)
 
@@ -121,10 +124,22 @@ class PostgresStore(SQLStore):
                 weakref.finalize(self, _close_in_background, self._pool_obj, self._pid)
             return self._pool_obj
 
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[Any]:
+        """A pooled connection; a server that cannot be reached is a `StoreError` (one line in the CLI,
+        a retry in the store's lane)."""
+        try:
+            with self._pool().connection() as conn:
+                yield conn
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            if isinstance(exc, psycopg.errors.QueryCanceled):
+                raise
+            raise StoreError(f"tokentrail: cannot reach the store {self._where}: {str(exc).strip().splitlines()[0]}") from exc
+
     def _ensure_ready(self) -> None:
         if self._ready:
             return
-        with self._pool().connection() as conn, conn.transaction():
+        with self._connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
             conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, applied_at TIMESTAMPTZ NOT NULL)")
             version = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0
@@ -139,7 +154,7 @@ class PostgresStore(SQLStore):
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         self._ensure_ready()
-        with self._pool().connection() as conn:
+        with self._connection() as conn:
             return conn.execute(sql, params).fetchall()
 
     def _write(self, statements: Sequence[tuple[str, Any, bool]]) -> list[int]:
@@ -147,7 +162,7 @@ class PostgresStore(SQLStore):
         partition counts the rows it held)."""
         self._ensure_ready()
         counts = []
-        with self._pool().connection() as conn, conn.transaction():
+        with self._connection() as conn, conn.transaction():
             cur = conn.cursor()
             for sql, params, many in statements:
                 if sql.startswith("DROP TABLE "):
@@ -195,7 +210,7 @@ class PostgresStore(SQLStore):
             self._copy(batches)
 
     def _copy(self, batches: Sequence[tuple[Any, list[list[Any]], Any]]) -> None:
-        with self._pool().connection() as conn, conn.transaction():
+        with self._connection() as conn, conn.transaction():
             for table, rows, _ in batches:
                 stage = f"tt_stage_{table.name}"
                 names = ", ".join(table.columns)
@@ -211,7 +226,7 @@ class PostgresStore(SQLStore):
         missing = sorted({(name, y, m) for name, (y, m) in wanted} - self._partitions)
         if not missing:
             return
-        with self._pool().connection() as conn, conn.transaction():
+        with self._connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
             for name, year, month in missing:
                 end = _next_month(year, month)
