@@ -231,11 +231,6 @@ class SQLStore:
         clause, params = QueryBuilder(table.columns, table.time_column, style=self.style).where(since=since, until=until, where=where)
         return int(self._read(f"SELECT COUNT(*) FROM llm_calls{clause}", params)[0][0])
 
-    def count(self, since: Any = None, until: Any = None, where: Any = None) -> int:
-        """How many calls are stored in range, one by one (a COUNT over the indexes; rolled-up days are not calls)."""
-        clause, params = QueryBuilder(FIELDS[LLMCall], "started_at", style=self.style).where(since=since, until=until, where=where)
-        return int(self._read(f"SELECT COUNT(*) FROM llm_calls{clause}", params)[0][0])
-
     def ids_with_prefix(self, prefix: str) -> list[str]:
         """Ids of the calls whose id starts with `prefix` (in id order)."""
         return [row[0] for row in self._read(
