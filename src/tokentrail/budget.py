@@ -12,6 +12,9 @@
   keeps one counter per distinct value (a limit for each customer). `None`: all calls.
 - `action="warn"`: when spending crosses the limit, one warning on the
   `tokentrail` logger (budget, spend, limit, scope) and `on_exceed(event)`.
+- `webhook="https://…"`: the same event is also posted as JSON to that URL, from a
+  thread of its own with a bounded timeout; failures are counted, never raised
+  (`alerts.py`: the body, the timeout, the counters in `Tracker.stats()["alerts"]`).
 - `action="raise"`: the same, and once the limit is reached every further
   call in scope raises `BudgetExceeded` *before* the provider is called; the
   refused call is recorded with `error_category="budget"`. The call that
@@ -56,7 +59,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Mapping, Sequence
 
-from . import log
+from . import alerts, log
 from .errors import BudgetExceeded, ConfigError
 from .record import LLMCall
 from .semconv import normalize_provider
@@ -82,6 +85,7 @@ class Budget:
     action: str = "warn"
     name: str | None = None
     on_exceed: Callable[[BudgetEvent], Any] | None = field(default=None, compare=False)
+    webhook: str | None = field(default=None, compare=False, repr=False)  # may hold a secret: not in repr
 
     def __post_init__(self) -> None:
         problems = _problems(self)
@@ -128,6 +132,10 @@ def _problems(budget: Budget) -> list[str]:
                 problems.append(f"unknown scope field(s) {sorted(unknown)}; accepted: {', '.join(SCOPE_FIELDS)}")
     if budget.on_exceed is not None and not callable(budget.on_exceed):
         problems.append("on_exceed must be callable")
+    if budget.webhook is not None:
+        problem = alerts.webhook_problem(budget.webhook)
+        if problem:
+            problems.append(problem)
     return problems
 
 
@@ -148,7 +156,7 @@ def parse_budgets(name: str, value: Any, source: str) -> tuple[Budget, ...]:
             continue
         if not isinstance(item, Mapping):
             raise ConfigError(f"tokentrail: bad `{name}` entry {index} from {source}: {item!r}; accepted: Budget(...) or a table")
-        unknown = set(item) - {"limit_usd", "limit_tokens", "period", "scope", "action", "name"}
+        unknown = set(item) - {"limit_usd", "limit_tokens", "period", "scope", "action", "name", "webhook"}
         if unknown:
             raise ConfigError(f"tokentrail: bad `{name}` entry {index} from {source}: unknown key(s) {sorted(unknown)}")
         try:
@@ -167,6 +175,39 @@ class BudgetEvent:
     period: str
     spent_usd: float
     spent_tokens: int
+    call: Any = None  # the LLMCall that crossed the limit
+    at: datetime | None = None  # when it was noticed (UTC)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The event as JSON-ready data: what a budget's `webhook` receives (alerts.py shows an example)."""
+        call = self.call
+        budget = self.budget
+        return {
+            "event": "budget.exceeded",
+            "budget": budget.label,
+            "action": budget.action,
+            "scope": dict(self.scope),
+            "period": budget.period,
+            "period_key": None if budget.period == "call" else self.period,
+            "limit_usd": budget.limit_usd,
+            "limit_tokens": budget.limit_tokens,
+            "spent_usd": round(self.spent_usd, 10),
+            "spent_tokens": self.spent_tokens,
+            "call": None if call is None else {
+                "id": call.id,
+                "provider": call.provider,
+                "model": call.request_model or call.response_model,
+                "feature": call.feature,
+                "customer_id": call.customer_id,
+                "user_id": call.user_id,
+                "session_id": call.session_id,
+                "workflow": call.workflow,
+                "cost_usd": call.cost_usd,
+                "total_tokens": call.total_tokens,
+                "started_at": call.started_at.isoformat() if call.started_at is not None else None,
+            },
+            "time": self.at.isoformat() if self.at is not None else None,
+        }
 
 
 def period_key(period: str, moment: datetime) -> str:
@@ -243,6 +284,8 @@ class BudgetBook:
         self._run_id = ""
         self._sync_pid = 0
         self._stop = threading.Event()
+        # Spend alerts: one sender for the budgets with a webhook (its thread starts at the first event).
+        self.alerts = alerts.WebhookSender() if any(b.webhook for b in self.budgets) else None
 
     def after_fork(self) -> None:
         """A fresh lock in a forked child: a thread of the parent may have held it at fork time. A shared
@@ -360,16 +403,24 @@ class BudgetBook:
             if key not in self._warned and self._over(budget, spent):
                 if budget.period != "call":
                     self._warned.add(key)
-                self._exceeded(budget, dict(zip(budget.scope or (), scope)), key[2], spent)
+                self._exceeded(budget, dict(zip(budget.scope or (), scope)), key[2], spent, record)
 
-    def _exceeded(self, budget: Budget, scope: dict[str, str], period: str, spent: list[float]) -> None:
+    def _exceeded(self, budget: Budget, scope: dict[str, str], period: str, spent: list[float], record: Any = None) -> None:
         where = f" for {scope}" if scope else ""
         log.logger.warning("tokentrail: budget %s exceeded%s: %s", budget.label, where, self._describe(budget, spent))
+        if budget.on_exceed is None and budget.webhook is None:
+            return
+        event = BudgetEvent(budget, scope, period, spent[0], int(spent[1]), record, _utc(self.clock()))
         if budget.on_exceed is not None:
             try:
-                budget.on_exceed(BudgetEvent(budget, scope, period, spent[0], int(spent[1])))
+                budget.on_exceed(event)
             except Exception as exc:  # noqa: BLE001
                 log.error_once("budget.on_exceed", f"tokentrail: on_exceed of budget {budget.label} raised", exc)
+        if budget.webhook is not None and self.alerts is not None:
+            try:
+                self.alerts.post(budget.webhook, event.to_dict())  # a queue put: the sending is another thread's
+            except Exception as exc:  # noqa: BLE001
+                log.error_once("budget.webhook", f"tokentrail: could not queue the webhook of budget {budget.label}", exc)
 
     def seed(self, store: Any) -> None:
         """Start the counters from what the store already holds for the current periods; with a store that

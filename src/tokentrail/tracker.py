@@ -35,6 +35,9 @@ class Tracker:
         if self.budgets is not None:
             processors.append(self.budgets.account)
         self.pipeline = Pipeline(settings, self.sinks, processors)
+        if self.budgets is not None and self.budgets.alerts is not None:
+            # At exit, the last calls are accounted before the alerts' queue is drained (alerts.py).
+            self.budgets.alerts.before_exit = lambda: self.pipeline.flush(settings.shutdown_timeout)
 
     @property
     def store(self) -> Any:
@@ -56,11 +59,15 @@ class Tracker:
         - `lost`: records some sink will never have (its buffer was full, it failed `RETRIES` times, it
           rejected them, or shutdown ran out of time); `rejected`: the part a store refused as bad values
         - `pending`: calls waiting to be built; `unpriced`: calls with no known price
+        - `alerts` (with a budget `webhook`): `{sent, failed, dropped, pending, last_error}` of the posted events
         - `sinks`: `{name: {written, dropped, failed, rejected, errors, pending, last_error}}`, a store named
           by its URL (`sqlite:///calls.db`), `jsonl:PATH`, `console`, else the sink's class name
         """
-        return {**self.pipeline.stats, "pending": self.pipeline.pending(), "unpriced": self.prices.unpriced,
-                "sinks": self.pipeline.sink_stats()}
+        stats = {**self.pipeline.stats, "pending": self.pipeline.pending(), "unpriced": self.prices.unpriced,
+                 "sinks": self.pipeline.sink_stats()}
+        if self.budgets is not None and self.budgets.alerts is not None:
+            stats["alerts"] = self.budgets.alerts.snapshot()
+        return stats
 
     def __repr__(self) -> str:
         return f"<tokentrail.Tracker store={self.settings.store!r} sinks={len(self.sinks)}>"
