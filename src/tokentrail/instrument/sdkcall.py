@@ -242,6 +242,13 @@ class SDKCall(PendingCall):
 
 
 _servers: dict[int, tuple[Any, Any]] = {}  # id(base URL object) -> (the object, its server): see _server_of
+_url_readers: dict[Any, Callable[[Any], Any]] = {}  # adapter -> how to read its client's base URL
+
+
+def _stainless_base_url(client: Any) -> Any:
+    # The attribute behind `base_url`: openai 3's property imports a module on every read (≈ 1 µs).
+    url = getattr(client, "_base_url", None)
+    return url if url is not None else getattr(client, "base_url", None)
 
 
 def _server_of(adapter: Any, client: Any) -> tuple[str, int | None] | None:
@@ -251,8 +258,10 @@ def _server_of(adapter: Any, client: Any) -> tuple[str, int | None] | None:
     Remembered per URL object (a client keeps the same one), kept with the answer so its id cannot
     be reused while the entry stands: no URL is formatted again for each record."""
     try:
-        base_url_of = getattr(adapter, "base_url_of", None)
-        url = base_url_of(client) if base_url_of is not None else getattr(client, "base_url", None)
+        read = _url_readers.get(adapter)
+        if read is None:
+            read = _url_readers[adapter] = getattr(adapter, "base_url_of", None) or _stainless_base_url
+        url = read(client)
         if not url:
             return None
         hit = _servers.get(id(url))
