@@ -16,6 +16,7 @@ from operator import attrgetter, is_not
 from typing import Any, Callable, Iterable, Sequence
 
 from ..record import FIELD_KINDS, FIELDS, LLMCall, Outcome, Span, ToolCall
+from . import aggregates
 
 __all__ = ["TABLES", "TIME_COLUMN", "STATS_TABLE", "STATS_COLUMNS", "ROLLUP_TABLE", "ROLLUP_KEYS", "ROLLUP_SUMS",
            "BUDGET_TABLE", "Dialect", "DIALECTS", "migrations", "SCHEMA_VERSION", "TableCodec", "codecs", "partition_name"]
@@ -132,6 +133,7 @@ def migrations(dialect: Dialect) -> dict[int, list[str]]:
         5: [  # the dashboard's errors by category and its `status=error` filter (partial: free for calls that succeed)
             _index("llm_calls", "error_category"),
         ],
+        6: aggregates.migration(dialect),  # hourly/daily aggregates kept by triggers, backfilled (sinks/aggregates.py)
     }
 
 

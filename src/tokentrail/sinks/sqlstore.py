@@ -26,6 +26,7 @@ from .. import log
 from ..errors import RecordsRejected
 from ..record import FIELDS, LLMCall, Outcome, Span, ToolCall
 from ..times import parse_time
+from .aggregates import aggregated, rebuild_sql
 from .query import DAY_START, PERCENTILE_SAMPLE, QueryBuilder, merge_summaries
 from .schema import BUDGET_TABLE, ROLLUP_KEYS, ROLLUP_TABLE, STATS_COLUMNS, STATS_TABLE, Dialect, TableCodec
 
@@ -38,16 +39,17 @@ _SEED_MARK = "#seeded"  # never a scope (scopes are JSON lists)
 
 def summarize(read: Any, style: str, group_by: Sequence[str] | str = ("model",), since: Any = None, until: Any = None,
               where: Any = None, *, percentiles: bool = True, columns: Sequence[str] = FIELDS[LLMCall],
-              rollup: bool = True) -> list[dict[str, Any]]:
+              rollup: bool = True, aggregates: bool = True) -> list[dict[str, Any]]:
     """`summary()` over `read(sql, params)`: the kept calls, plus retention's daily aggregates where they apply.
-    Percentiles are taken over an evenly spread sample above `PERCENTILE_SAMPLE` calls (sums and counts are exact)."""
-    every = 1
-    if percentiles:
-        clause, params = QueryBuilder(columns, "started_at", style=style).where(since=since, until=until, where=where)
-        every = max(1, read(f"SELECT COUNT(*) FROM llm_calls{clause}", params)[0][0] // PERCENTILE_SAMPLE)
-    query = QueryBuilder(columns, "started_at", style=style, percentiles=percentiles, sample_every=every)
-    sql, params, keys = query.summary_sql("llm_calls", group_by, since=since, until=until, where=where)
-    rows = query.summary_rows(read(sql, params), keys)
+    Percentiles are taken over an evenly spread sample above `PERCENTILE_SAMPLE` calls (sums and counts are exact).
+    With `aggregates`, big ranges are answered from the aggregates kept at write time (`sinks.aggregates`)."""
+    rows = None
+    if aggregates:
+        rows = aggregated(read, style, group_by, since, until, where, percentiles=percentiles, columns=columns)
+    if rows is not None:
+        keys = [str(g).strip().lower() for g in ([group_by] if isinstance(group_by, str) else list(group_by or ()))]
+    else:
+        rows, keys = _raw_summary(read, style, group_by, since, until, where, percentiles, columns)
     if not rollup:
         return rows
     rolled = QueryBuilder(("started_at", *ROLLUP_KEYS), "started_at", style=style)
@@ -56,6 +58,17 @@ def summarize(read: Any, style: str, group_by: Sequence[str] | str = ("model",),
     except ValueError:
         return rows  # grouped or filtered by a field the aggregates do not keep: the kept calls only
     return merge_summaries(rows, rolled.summary_rows(read(sql, params), keys), keys)
+
+
+def _raw_summary(read: Any, style: str, group_by: Any, since: Any, until: Any, where: Any, percentiles: bool,
+                 columns: Sequence[str]) -> tuple[list[dict[str, Any]], list[str]]:
+    every = 1
+    if percentiles:
+        clause, params = QueryBuilder(columns, "started_at", style=style).where(since=since, until=until, where=where)
+        every = max(1, read(f"SELECT COUNT(*) FROM llm_calls{clause}", params)[0][0] // PERCENTILE_SAMPLE)
+    query = QueryBuilder(columns, "started_at", style=style, percentiles=percentiles, sample_every=every)
+    sql, params, keys = query.summary_sql("llm_calls", group_by, since=since, until=until, where=where)
+    return query.summary_rows(read(sql, params), keys), keys
 
 
 class SQLStore:
@@ -278,12 +291,14 @@ class SQLStore:
                 statements.append(self._rollup_sql(query, clause, params))
             statements.extend(self._delete_sql(table, clause, params, moment, where))
             plan.append((table.name, statements))
+        plan.append(("", rebuild_sql(self.style, moment)))  # the aggregates lose the pruned calls too
         counts = self._write([s for _, statements in plan for s in statements])
         out, i = {}, 0
         for name, statements in plan:
             out[name] = sum(max(n, 0) for sql, n in zip((s[0] for s in statements), counts[i:i + len(statements)])
                             if not sql.startswith("INSERT"))
             i += len(statements)
+        out.pop("", None)
         return out
 
     def _rollup_sql(self, query: QueryBuilder, clause: str, params: list[Any]) -> tuple[str, Any, bool]:
