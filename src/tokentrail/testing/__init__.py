@@ -22,6 +22,10 @@ request can ask for an error with the header `x-fake-error: 429` (any status).
 
 The SDKs' HTTP library: openai 3 and anthropic 2 are built on `httpx2`, older
 releases on `httpx`; the transport matches whichever the SDK imports.
+
+The pytest plugin (`pytest --tokentrail`, the `tokentrail` fixture and
+`@pytest.mark.tokentrail(max_usd=...)`) is `tokentrail.testing.pytest_plugin`,
+installed as a pytest11 entry point (not imported from here: no pytest import).
 """
 
 from __future__ import annotations
