@@ -204,6 +204,32 @@ def test_b():
     assert rows["test_a"][0] == "1" and rows["test_b"][0] == "1"
 
 
+def test_a_suite_that_uninstruments_after_each_test_is_still_recorded(pytester):
+    pytester.makeconftest('''
+import pytest, tokentrail
+
+@pytest.fixture(autouse=True)
+def clean():
+    yield
+    tokentrail.uninstrument()
+''')
+    pytester.makepyfile(test_app='''
+from tokentrail.testing import FakeProvider
+client = FakeProvider().openai_client()
+
+def test_a():
+    client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+
+def test_b():
+    client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+''')
+    result = run(pytester, "--tokentrail")
+    result.assert_outcomes(passed=2)
+    rows = table(result)
+    assert rows["test_a"][0] == "1" and rows["test_b"][0] == "2"
+
+
 def test_a_bad_marker_is_a_usage_error(pytester):
     pytester.makepyfile(test_bad='''
 import pytest

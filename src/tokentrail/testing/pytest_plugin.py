@@ -83,12 +83,24 @@ def _start(item: pytest.Item) -> Any:
     if log_ is None:
         import tokentrail
 
-        tokentrail.instrument()  # idempotent; again per test, in case a test's teardown uninstrumented
+        _instrument(tokentrail)
         block = tokentrail.tracking()
         log_ = block.__enter__()
         item.stash[_block_key] = block
         item.stash[_log_key] = log_
     return log_
+
+
+_patched: set[str] = set()  # what instrument() patched: a test that uninstruments gets it back for the next
+_instrumented = [False]
+
+
+def _instrument(tokentrail: Any) -> None:
+    """Patch the installed SDKs: once (instrument() takes ~10 ms), then again only if a test undid it
+    (SDKs imported later are patched on import by the hooks instrument() leaves)."""
+    if not _instrumented[0] or not _patched <= tokentrail.instrumented().keys():
+        _patched.update(tokentrail.instrument())
+        _instrumented[0] = True
 
 
 def _stop(item: pytest.Item) -> Any:
