@@ -81,10 +81,10 @@ def check(store, monkeypatch):
     assert sum(used) >= 7  # most cases really went through the aggregates
     # Every aggregate row is what aggregating the stored calls afresh gives.
     for agg in aggregates.AGGREGATES:
-        cols = ", ".join(("started_at", "k", *agg.keys, *aggregates.SUMMED[:12]))
+        cols = ", ".join(("started_at", "k", *agg.keys, *aggregates.SUMMED))  # sums, counts and histograms
         kept = store._read(f"SELECT {cols} FROM {agg.name} WHERE calls > 0")
         fresh = store._read(f"SELECT * FROM ({aggregates._grouped_select(store.dialect.name, agg, 'llm_calls')}) AS f")
-        norm = lambda rows: sorted((tuple(str(v) if not isinstance(v, float) else round(v, 9) for v in r[:12 + len(agg.keys) + 2]) for r in rows), key=str)  # noqa: E731
+        norm = lambda rows: sorted((tuple(str(v) if not isinstance(v, float) else round(v, 9) for v in r) for r in rows), key=str)  # noqa: E731
         assert norm(kept) == norm(fresh), agg.name
 
 
@@ -130,11 +130,42 @@ def test_a_store_migrated_to_aggregates_is_backfilled(tmp_path, monkeypatch):
     store.close()
     conn = sqlite3.connect(path)
     for agg in aggregates.AGGREGATES:  # back to version 5: no aggregates
-        conn.execute(f"DROP TRIGGER tt_{agg.name}")
+        conn.execute(f"DROP TRIGGER IF EXISTS tt_{agg.name}")
         conn.execute(f"DROP TABLE {agg.name}")
     conn.execute("DELETE FROM schema_version WHERE version >= 6")
     conn.commit()
     conn.close()
     store = open_store(f"sqlite:///{path}")
     assert store.schema_version() >= 6
+    check(store, monkeypatch)
+
+
+def test_a_store_kept_by_triggers_at_schema_6_keeps_exact_aggregates_per_batch(tmp_path, monkeypatch):
+    """Schema 6 kept the aggregates with per-row triggers; 7 drops them and the writer keeps them per batch:
+    what the triggers counted stays, what comes after is added once (never by both)."""
+    import sqlite3
+
+    from tokentrail.sinks.schema import DIALECTS, codecs, migrations
+
+    path = tmp_path / "v6.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL, applied_at TEXT NOT NULL)")
+    steps = migrations(DIALECTS["sqlite"])
+    for version in range(1, 7):
+        for statement in steps[version]:
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_version VALUES (?, '2026-01-01')", (version,))
+    records = calls(seed=5)
+    for sql, rows in codecs(DIALECTS["sqlite"])[LLMCall].batches(records[:250]):  # a schema-6 writer: the triggers count
+        conn.executemany(sql, rows)
+    assert conn.execute("SELECT SUM(calls) FROM llm_calls_hourly").fetchone()[0] == 250
+    conn.close()
+    store = open_store(f"sqlite:///{path}")
+    assert store.schema_version() >= 7
+    assert not store._read("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+    store.export(records[250:400])
+    store.export(records[150:])  # overlaps both writers' calls
+    store.export(records[400:])  # the same batch again: nothing added
+    assert store.count() == 600
+    assert store._read("SELECT SUM(calls) FROM llm_calls_user_daily")[0][0] == 600
     check(store, monkeypatch)

@@ -317,7 +317,7 @@ class SQLiteReader:
         if not self._columns(LLMCall):
             return []
         rollup = bool(self._rows("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'llm_calls_daily'"))
-        aggregated = bool(self._rows("SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = 'tt_llm_calls_hourly'"))
+        aggregated = bool(self._rows("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'llm_calls_hourly'"))
         return summarize(self._rows, "qmark", group_by, since=since, until=until, where=where, percentiles=percentiles,
                          columns=query.columns, rollup=rollup, aggregates=aggregated)
 

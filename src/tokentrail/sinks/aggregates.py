@@ -11,13 +11,17 @@ Decision (issue 14, "every dashboard answer < 300 ms at 1,000,000 calls"):
     breakdowns, errors, its filters on those fields and `status=`);
   - `llm_calls_customer_daily`: per UTC day and customer; `llm_calls_user_daily`: per UTC day and
     user (hourly rows per user would be as many as the calls).
-- Maintained by the database, in the transaction that inserts the calls: an `AFTER INSERT`
-  trigger on `llm_calls` (SQLite: per row; PostgreSQL: per statement, over its transition table).
-  So a call counts exactly once: a record written twice (a retried batch) is ignored by the
-  insert and never reaches the trigger, and every writer (any process, any tokentrail version
-  from schema 6 on) keeps them. Rows are upserted by `(started_at, k)`, `k` being the keys
-  quoted and joined (NULLs are distinct in a UNIQUE index, quoted they are not).
-- Migration 6 creates and backfills them from the calls already stored.
+- Maintained per batch by the writer, in the transaction that inserts the calls (`batch_sql`): the
+  batch's calls are grouped in Python by each table's bucket and keys, and each group is one
+  UPSERT adding its sums and histogram counts (a batch of 500 calls: a few dozen upserts, not
+  1,500 trigger runs). A call counts exactly once: when the insert added fewer rows than the
+  batch holds (a retried batch, whose known ids the insert skips), the buckets the batch touches
+  are rebuilt from the calls instead (`rebuild`, as `prune` does). Every writing process keeps
+  the aggregates of the rows it inserted; a store at schema 7 refuses older writers. Rows are
+  upserted by `(started_at, k)`, `k` being the keys quoted and joined by the database (NULLs are
+  distinct in a UNIQUE index, quoted they are not).
+- Migration 6 creates and backfills them from the calls already stored (schema 6 kept them with
+  per-row triggers); migration 7 drops the triggers.
 - Retention: `prune` deletes every aggregate row before the first bucket boundary at or after
   the prune moment and rebuilds those rows from the calls left, in the prune's transaction, so
   pruned calls leave the aggregates (rolled-up calls are counted by `llm_calls_daily`, as before).
@@ -32,15 +36,19 @@ Decision (issue 14, "every dashboard answer < 300 ms at 1,000,000 calls"):
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from itertools import accumulate
+from operator import attrgetter
 from typing import Any, Callable, Sequence
 
 from ..times import parse_time
 from .query import QueryBuilder
 
-__all__ = ["AGGREGATES", "BOUNDS", "MIN_CALLS", "migration", "rebuild_sql", "aggregated"]
+__all__ = ["AGGREGATES", "BOUNDS", "MIN_CALLS", "migration", "drop_triggers", "batch_sql", "rebuild_sql",
+           "aggregated"]
 
 RATIO = 1.4
 BOUNDS = tuple(round(10.0 * RATIO ** i, 3) for i in range(28))  # ms: 10 ms .. ~89 s
@@ -132,7 +140,8 @@ def _grouped_select(dialect: str, agg: Aggregate, source: str, clause: str = "")
 
 
 def migration(dialect: Any) -> list[str]:
-    """Schema version 6: the aggregate tables, their triggers, and their backfill from the stored calls."""
+    """Schema version 6: the aggregate tables, their triggers, and their backfill from the stored calls
+    (append-only: version 7 drops the triggers, `drop_triggers`)."""
     name = dialect.name
     time_type = dialect.types.get("datetime", "TEXT")
     integer, real = dialect.types["int"], dialect.types["float"]
@@ -176,18 +185,141 @@ def _param(style: str, moment: datetime) -> Any:
     return moment.isoformat(timespec="microseconds") if style == "qmark" else moment
 
 
+def drop_triggers(dialect: Any) -> list[str]:
+    """Schema version 7: the aggregates are kept per batch by the writer (`batch_sql`), no longer by triggers."""
+    if dialect.name == "sqlite":
+        return [f"DROP TRIGGER IF EXISTS tt_{agg.name}" for agg in AGGREGATES]
+    return ["DROP TRIGGER IF EXISTS tt_aggregate_calls ON llm_calls", "DROP FUNCTION IF EXISTS tt_aggregate_calls()"]
+
+
+def _rebuild(dialect: str, agg: Aggregate, clause: str, params: list[Any]) -> list[tuple[str, Any, bool]]:
+    """Delete the aggregate rows whose bucket matches `clause` and make them again from the calls."""
+    return [(f"DELETE FROM {agg.name}{clause}", params, False),
+            (f"INSERT INTO {agg.name} ({_columns(agg)}) {_grouped_select(dialect, agg, 'llm_calls', clause)}", params, False)]
+
+
 def rebuild_sql(style: str, before: Any) -> list[tuple[str, Any, bool]]:
     """After a prune up to `before`: every aggregate row of a bucket starting before the first boundary at or
     after `before` is deleted and made again from the calls left (statements for the prune's transaction)."""
     moment = parse_time(before)
     dialect = "sqlite" if style == "qmark" else "postgresql"
     mark = "?" if style == "qmark" else "%s"
+    return [s for agg in AGGREGATES
+            for s in _rebuild(dialect, agg, f" WHERE started_at < {mark}", [_param(style, _ceil(moment, agg.grain))])]
+
+
+# -- the write side: per batch ----------------------------------------------------------------------------
+
+_SUMS = attrgetter(*(name for name, _ in QueryBuilder.METRICS[1:8]))  # input_tokens .. cost_usd: NULL-aware sums
+_NULLABLE_COUNT = 7
+_STEP = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
+_upserts: dict[tuple[str, str], str] = {}
+
+
+def _upsert_sql(dialect: str, agg: Aggregate) -> str:
+    sql = _upserts.get((dialect, agg.name))
+    if sql is None:
+        mark, quote = ("?", "quote({})") if dialect == "sqlite" else ("%s", "quote_nullable({}::text)")
+        key = " || ',' || ".join([quote.format(mark)] * len(agg.keys))
+        marks = ", ".join([mark] * (len(agg.keys) + len(SUMMED)))
+        sql = _upserts[(dialect, agg.name)] = (
+            f"INSERT INTO {agg.name} ({_columns(agg)}) VALUES ({mark}, {key}, {marks}){_upsert_tail(dialect, agg)}")
+    return sql
+
+
+def _buckets(dialect: str, moment: datetime | None, now: datetime | None) -> tuple[Any, Any]:
+    """(hour, day) of a call's start, as `_bucket` computes them in SQL (SQLite: from the stored text's own
+    fields; PostgreSQL: in UTC, a call without a start stored at `now`)."""
+    if moment is None:
+        moment = now
+        if moment is None:
+            return None, None
+    if dialect != "sqlite" and moment.tzinfo is not None and moment.tzinfo is not timezone.utc:
+        moment = moment.astimezone(timezone.utc)
+    hour = moment.replace(minute=0, second=0, microsecond=0)
+    return hour, hour.replace(hour=0)
+
+
+def _bound(dialect: str, bucket: datetime, grain: str, start: bool = True) -> Any:
+    """A bucket's start as the aggregate row keeps it (`start`), or as the low end of a range of calls."""
+    if dialect != "sqlite":
+        return bucket if bucket.tzinfo is not None else bucket.replace(tzinfo=timezone.utc)
+    text = f"{bucket.year:04d}-{bucket.month:02d}-{bucket.day:02d}" + (f"T{bucket.hour:02d}" if grain == "hour" else "")
+    if not start:
+        return text  # every stored time in the bucket starts with it (and sorts at or after it)
+    return text + (":00:00.000000+00:00" if grain == "hour" else "T00:00:00.000000+00:00")
+
+
+# A call's histogram columns by the index of the first bound above its latency (`bisect_right`): the count of
+# calls with a latency (1) and, per bound, whether it is below it; the last entry: no latency (all 0).
+_HIST = [(1, *(1 if i >= j else 0 for i in range(len(BOUNDS)))) for j in range(len(BOUNDS) + 1)]
+_HIST.append((0,) * (len(BOUNDS) + 1))
+_NONE = len(BOUNDS) + 1
+
+
+def _vector(call: Any) -> tuple[Any, ...]:
+    """One call's summed columns (`SUMMED`, without `calls`), as the SQL expressions of `_metrics` give them."""
+    unpriced = call.cost_usd is None
+    no_usage = unpriced and call.input_tokens is None and call.output_tokens is None
+    latency = None if call.error_category == "budget" else call.duration_ms
+    return (*_SUMS(call), int(unpriced), int(no_usage), int(unpriced and not no_usage),
+            int(call.error_type is not None or call.error_category is not None),
+            *_HIST[_NONE if latency is None else bisect_right(BOUNDS, latency)],
+            *_HIST[_NONE if call.ttft_ms is None else bisect_right(BOUNDS, call.ttft_ms)])
+
+
+def _row(vectors: list[tuple[Any, ...]]) -> list[Any]:
+    """The summed columns (`SUMMED`) of some calls' vectors (NULL-aware for the nullable sums)."""
+    if len(vectors) == 1:
+        return [1, *vectors[0]]
+    columns = list(zip(*vectors))
+    out: list[Any] = [len(vectors)]
+    for column in columns[:_NULLABLE_COUNT]:
+        values = [v for v in column if v is not None]
+        out.append(sum(values) if values else None)
+    out += map(sum, columns[_NULLABLE_COUNT:])
+    return out
+
+
+def batch_sql(style: str, calls: Sequence[Any], inserted: int, now: datetime | None = None) -> list[tuple[str, Any, bool]]:
+    """What brings the aggregates up to date with a batch of calls, in the transaction that inserted it, after
+    the insert: one UPSERT per bucket and keys adding the group's sums when the insert added every call
+    (`inserted == len(calls)`); else (some ids were already stored: a retried batch) the buckets the batch
+    touches rebuilt from the calls. `now`: the time a call without a start is stored at (PostgreSQL)."""
+    if not calls:
+        return []
+    dialect = "sqlite" if style == "qmark" else "postgresql"
+    buckets = [_buckets(dialect, call.started_at, now) for call in calls]
     out: list[tuple[str, Any, bool]] = []
+    if inserted != len(calls):
+        mark = "?" if style == "qmark" else "%s"
+        for agg in AGGREGATES:
+            grain = 0 if agg.grain == "hour" else 1
+            for bucket in sorted({b[grain] for b in buckets}, key=lambda b: (b is not None, b)):
+                if bucket is None:
+                    out += _rebuild(dialect, agg, " WHERE started_at IS NULL", [])
+                    continue
+                high = _bound(dialect, bucket + _STEP[agg.grain], agg.grain, start=False)
+                out += _rebuild(dialect, agg, f" WHERE started_at >= {mark} AND started_at < {mark}",
+                                [_bound(dialect, bucket, agg.grain, start=False), high])
+        return out
+    vectors = list(map(_vector, calls))
     for agg in AGGREGATES:
-        edge = [_param(style, _ceil(moment, agg.grain))]
-        out.append((f"DELETE FROM {agg.name} WHERE started_at < {mark}", edge, False))
-        out.append((f"INSERT INTO {agg.name} ({_columns(agg)}) "
-                    f"{_grouped_select(dialect, agg, 'llm_calls', f' WHERE started_at < {mark}')}", edge, False))
+        grain = 0 if agg.grain == "hour" else 1
+        keys = attrgetter(*agg.keys)
+        one = len(agg.keys) == 1
+        groups: dict[tuple[Any, Any], list[Any]] = {}
+        for call, bucket, vector in zip(calls, buckets, vectors):
+            group = groups.get(key := (bucket[grain], keys(call)))
+            if group is None:
+                group = groups[key] = []
+            group.append(vector)
+        params = []
+        for (bucket, values), group in groups.items():
+            values = (values,) if one else values
+            start = None if bucket is None else _bound(dialect, bucket, agg.grain)
+            params.append([start, *values, *values, *_row(group)])
+        out.append((_upsert_sql(dialect, agg), params, True))
     return out
 
 

@@ -134,6 +134,7 @@ def migrations(dialect: Dialect) -> dict[int, list[str]]:
             _index("llm_calls", "error_category"),
         ],
         6: aggregates.migration(dialect),  # hourly/daily aggregates kept by triggers, backfilled (sinks/aggregates.py)
+        7: aggregates.drop_triggers(dialect),  # the aggregates kept per batch by the writer, not per row by triggers
     }
 
 

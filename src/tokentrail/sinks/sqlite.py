@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import StoreError
+from ..record import LLMCall
+from .aggregates import batch_sql
 from .query import percentile
 from .schema import DIALECTS, SCHEMA_VERSION, TABLES, codecs, migrations
 from .sqlstore import SQLStore
@@ -170,12 +172,15 @@ class SQLiteStore(SQLStore):
         return isinstance(exc, _DATA_ERRORS)
 
     def _write_batch(self, records: Sequence[Any]) -> None:
-        self._write([(sql, rows, True) for table, items in self.records_by_table(records).items()
-                     for sql, rows in table.batches(items)])
+        by_table = self.records_by_table(records)
+        calls = by_table.pop(_TABLES[LLMCall], [])
+        inserts = [(sql, rows, True) for sql, rows in _TABLES[LLMCall].batches(calls)]
+        self._write(inserts + [(sql, rows, True) for table, items in by_table.items() for sql, rows in table.batches(items)],
+                    then=lambda counts: batch_sql(self.style, calls, sum(counts[:len(inserts)])))
 
-    def _write(self, statements: Sequence[tuple[str, Any, bool]]) -> list[int]:
+    def _write(self, statements: Sequence[tuple[str, Any, bool]], then: Any = None) -> list[int]:
         """Run `(sql, params, many)` statements in one transaction (retried while another process holds
-        the lock); their row counts."""
+        the lock), and then those `then(counts)` gives (the aggregates of the calls inserted); the counts."""
         for attempt in range(5):
             try:
                 with self._guard:
@@ -184,6 +189,8 @@ class SQLiteStore(SQLStore):
                     try:
                         counts = [(conn.executemany if many else conn.execute)(sql, params).rowcount
                                   for sql, params, many in statements]
+                        for sql, params, many in (then(counts) if then is not None else ()):
+                            (conn.executemany if many else conn.execute)(sql, params)
                         conn.execute("COMMIT")
                     except BaseException:
                         conn.execute("ROLLBACK")

@@ -1,0 +1,77 @@
+"""The store's write cost per record: 60,000 calls in batches of 500 into a fresh SQLite store.
+
+    python bench/store_write.py                   # the aggregates kept per batch (schema 7 on)
+    python bench/store_write.py --no-aggregates   # the same writes, the aggregates not maintained
+    PYTHONPATH=<an older checkout>/src python bench/store_write.py   # e.g. schema 6's per-row triggers
+
+Prints µs per record (wall time of `export`, median of `--runs` fresh stores): the cost on the
+pipeline's worker thread, which never is the calling one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+
+def make_calls(n: int) -> list:
+    from tokentrail.record import LLMCall
+
+    rng = random.Random(7)
+    t0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
+    models = ["gpt-4o", "gpt-4o-mini", "claude-sonnet", "claude-haiku", "gemini-flash", "llama-70b"]
+    out = []
+    for i in range(n):
+        model = rng.choice(models)
+        tin, tout = rng.randint(50, 3000), rng.randint(5, 800)
+        failed = rng.random() < 0.03
+        out.append(LLMCall(
+            id=f"w{i}", started_at=t0 + timedelta(seconds=30 * i), duration_ms=rng.lognormvariate(6, 0.7),
+            provider="anthropic" if model.startswith("claude") else "openai", operation="chat",
+            request_model=model, response_model=model, input_tokens=tin, output_tokens=tout, total_tokens=tin + tout,
+            cost_usd=tin * 2e-6 + tout * 8e-6, ttft_ms=rng.uniform(80, 900), customer_id=f"cust-{rng.randrange(200)}",
+            user_id=f"user-{rng.randrange(2000)}", feature=rng.choice(["search", "chat", "summarize"]),
+            error_type="RateLimitError" if failed else None, error_category="rate_limit" if failed else None))
+    return out
+
+
+def run(records: list, batch: int, aggregates: bool) -> float:
+    from tokentrail.sinks import open_store
+
+    if not aggregates:
+        from tokentrail.sinks import sqlite
+
+        sqlite.batch_sql = lambda *a, **k: []
+    with tempfile.TemporaryDirectory() as tmp:
+        store = open_store(f"sqlite:///{Path(tmp) / 'w.db'}")
+        start = time.perf_counter()
+        for i in range(0, len(records), batch):
+            store.export(records[i:i + batch])
+        elapsed = time.perf_counter() - start
+        store.close()
+    return elapsed / len(records) * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=60_000)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--no-aggregates", action="store_true", help="do not maintain the aggregates (per-batch code only)")
+    args = parser.parse_args()
+    import tokentrail
+
+    records = make_calls(args.calls)
+    times = [run(records, args.batch, not args.no_aggregates) for _ in range(args.runs)]
+    print(f"tokentrail {Path(tokentrail.__file__).parent}: {args.calls} calls in batches of {args.batch}, "
+          f"aggregates {'off' if args.no_aggregates else 'on'}: {statistics.median(times):.1f} µs per record "
+          f"(runs: {', '.join(f'{t:.1f}' for t in times)})")
+
+
+if __name__ == "__main__":
+    main()
