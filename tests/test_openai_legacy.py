@@ -267,9 +267,11 @@ def test_moderations_images_and_audio_are_recorded_and_other_calls_pass_through(
     moderation, image, transcription = sorted(log.calls, key=lambda c: c.started_at)
     assert (transcription.operation, transcription.request_model, transcription.request_params) == (
         "speech_to_text", "whisper-1", {"language": "en"})
-    assert transcription.metadata == {"audio_seconds": transcript.usage.seconds}
-    assert (moderation.operation, moderation.metadata) == ("moderation", {"flagged": False})
-    assert (image.operation, image.request_params, image.metadata) == ("image_generation", {"n": 2, "size": "256x256"}, {"images": 2})
+    server = {"server_address": "127.0.0.1", "server_port": int(fake.url.rsplit(":", 1)[1])}  # from openai.api_base
+    assert transcription.metadata == {"audio_seconds": transcript.usage.seconds, **server}
+    assert (moderation.operation, moderation.metadata) == ("moderation", {"flagged": False, **server})
+    assert (image.operation, image.request_params, image.metadata) == ("image_generation", {"n": 2, "size": "256x256"},
+                                                                       {"images": 2, **server})
     assert ("GET", "/v1/models") in fake.requests
 
 
