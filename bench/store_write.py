@@ -1,6 +1,6 @@
 """The store's write cost per record: 60,000 calls in batches of 500 into a fresh SQLite store.
 
-    python bench/store_write.py                   # the aggregates kept per batch (schema 7 on)
+    python bench/store_write.py                   # the aggregates kept per batch (grouped in SQL, schema 8)
     python bench/store_write.py --no-aggregates   # the same writes, the aggregates not maintained
     PYTHONPATH=<an older checkout>/src python bench/store_write.py   # e.g. schema 6's per-row triggers
 

@@ -81,7 +81,7 @@ def check(store, monkeypatch):
     assert sum(used) >= 7  # most cases really went through the aggregates
     # Every aggregate row is what aggregating the stored calls afresh gives.
     for agg in aggregates.AGGREGATES:
-        cols = ", ".join(("started_at", "k", *agg.keys, *aggregates.SUMMED))  # sums, counts and histograms
+        cols = ", ".join(("started_at", "k", *agg.keys, *agg.summed))  # sums, counts and (hourly) histograms
         kept = store._read(f"SELECT {cols} FROM {agg.name} WHERE calls > 0")
         fresh = store._read(f"SELECT * FROM ({aggregates._grouped_select(store.dialect.name, agg, 'llm_calls')}) AS f")
         norm = lambda rows: sorted((tuple(str(v) if not isinstance(v, float) else round(v, 9) for v in r) for r in rows), key=str)  # noqa: E731
@@ -169,3 +169,23 @@ def test_a_store_kept_by_triggers_at_schema_6_keeps_exact_aggregates_per_batch(t
     assert store.count() == 600
     assert store._read("SELECT SUM(calls) FROM llm_calls_user_daily")[0][0] == 600
     check(store, monkeypatch)
+
+
+def test_customer_and_user_breakdowns_take_sums_from_the_daily_tables_and_percentiles_from_the_calls(tmp_path, monkeypatch):
+    """Schema 8: the daily tables keep no histograms (what they cost the writer); a breakdown by customer or
+    user over them reads its percentiles from the calls (sampled above `PERCENTILE_SAMPLE`; here all of them)."""
+    store = store_of(f"sqlite:///{tmp_path / 'd.db'}")
+    for agg in aggregates.AGGREGATES:
+        columns = {row[1] for row in store._read(f"PRAGMA table_info({agg.name})")}
+        assert ("l0" in columns) is agg.histograms and "calls" in columns
+    monkeypatch.setattr(aggregates, "MIN_CALLS", 0)
+    for group in (("customer",), ("user",)):
+        assert aggregates.aggregated(store._read, "qmark", group, None, None, None, percentiles=True,
+                                     columns=store.codecs[LLMCall].columns) is not None
+        key = lambda r: str(r[group[0]])  # noqa: E731
+        fast = sorted(store.summary(group_by=group), key=key)
+        slow = sorted(summarize(store._read, "qmark", group, aggregates=False), key=key)
+        assert [key(r) for r in fast] == [key(r) for r in slow]
+        for a, b in zip(fast, slow):
+            assert {k: a[k] for k in (*INTS, "p50_ms", "p95_ms", "ttft_p50_ms")} == \
+                   {k: b[k] for k in (*INTS, "p50_ms", "p95_ms", "ttft_p50_ms")}

@@ -3,25 +3,29 @@
 Decision (issue 14, "every dashboard answer < 300 ms at 1,000,000 calls"):
 
 - Three aggregate tables, each one row per time bucket and combination of its keys, holding the
-  summary's sums and counts (calls, tokens, cost, unpriced calls, errors) and two cumulative
-  latency histograms (`l0..`: calls whose latency is below `BOUNDS[i]` ms, `lat_n`: calls with a
-  latency; the same for TTFT in `f0..`/`ttft_n`):
+  summary's sums and counts (calls, tokens, cost, unpriced calls, errors):
   - `llm_calls_hourly`: per UTC hour and provider, operation, request/response model, feature,
     workflow and error category (the dashboard's totals, chart, model/provider/feature/workflow
-    breakdowns, errors, its filters on those fields and `status=`);
+    breakdowns, errors, its filters on those fields and `status=`); it also keeps two cumulative
+    latency histograms (`l0..`: calls whose latency is below `BOUNDS[i]` ms, `lat_n`: calls with a
+    latency; the same for TTFT in `f0..`/`ttft_n`);
   - `llm_calls_customer_daily`: per UTC day and customer; `llm_calls_user_daily`: per UTC day and
-    user (hourly rows per user would be as many as the calls).
-- Maintained per batch by the writer, in the transaction that inserts the calls (`batch_sql`): the
-  batch's calls are grouped in Python by each table's bucket and keys, and each group is one
-  UPSERT adding its sums and histogram counts (a batch of 500 calls: a few dozen upserts, not
-  1,500 trigger runs). A call counts exactly once: when the insert added fewer rows than the
-  batch holds (a retried batch, whose known ids the insert skips), the buckets the batch touches
-  are rebuilt from the calls instead (`rebuild`, as `prune` does). Every writing process keeps
-  the aggregates of the rows it inserted; a store at schema 7 refuses older writers. Rows are
-  upserted by `(started_at, k)`, `k` being the keys quoted and joined by the database (NULLs are
-  distinct in a UNIQUE index, quoted they are not).
+    user (hourly rows per user would be as many as the calls). Sums and counts only (schema 8):
+    their histograms were most of what the aggregates cost the writer (a batch of 500 calls makes
+    ~180 customer-day and ~440 user-day rows, ~100 hourly ones).
+- Maintained per batch by the writer, in the transaction that inserts the calls (`batch_sql`): after
+  the insert, one `INSERT … SELECT … GROUP BY … ON CONFLICT DO UPDATE` per table over exactly the
+  calls this insert added, grouped and summed by the database (no value bound, no Python per call).
+  SQLite: the calls whose rowid is above the largest one read in the same transaction before the
+  insert (`BEGIN IMMEDIATE` serializes writers; new rows number on from the largest rowid);
+  PostgreSQL: the insert's `RETURNING` rows, kept in a temporary table (`NEW_CALLS`). A call the
+  insert skipped (a retried batch's known id) is in neither, so every call counts exactly once.
+  Every writing process keeps the aggregates of the rows it inserted; a store at schema 8 refuses
+  older writers. Rows are upserted by `(started_at, k)`, `k` being the keys quoted and joined by
+  the database (NULLs are distinct in a UNIQUE index, quoted they are not).
 - Migration 6 creates and backfills them from the calls already stored (schema 6 kept them with
-  per-row triggers); migration 7 drops the triggers.
+  per-row triggers); migration 7 drops the triggers; migration 8 recreates the daily tables
+  without the histograms, copying their sums.
 - Retention: `prune` deletes every aggregate row before the first bucket boundary at or after
   the prune moment and rebuilds those rows from the calls left, in the prune's transaction, so
   pruned calls leave the aggregates (rolled-up calls are counted by `llm_calls_daily`, as before).
@@ -30,25 +34,25 @@ Decision (issue 14, "every dashboard answer < 300 ms at 1,000,000 calls"):
   and the partial buckets at the edges from `llm_calls`, so sums and counts equal the raw table's
   (costs up to float rounding). It does so only when those whole buckets hold at least
   `MIN_CALLS` calls: below that the raw table answers fast, with exact percentiles. Through the
-  aggregates p50/p95 latency and p50 TTFT are read from the histograms: geometric interpolation
-  within buckets `RATIO` apart (within a few percent where calls are many; below 10 ms linear).
+  aggregates p50/p95 latency and p50 TTFT are read from the hourly histograms: geometric
+  interpolation within buckets `RATIO` apart (within a few percent where calls are many; below
+  10 ms linear). Grouped or filtered by customer or user (the daily tables), the sums come from the
+  aggregates and the percentiles from the calls, over an evenly spread sample of about
+  `PERCENTILE_SAMPLE` of them, as the raw summary takes them (`_sampled_percentiles`).
 """
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from itertools import accumulate
-from operator import attrgetter
 from typing import Any, Callable, Sequence
 
 from ..times import parse_time
-from .query import QueryBuilder
+from .query import PERCENTILE_SAMPLE, QueryBuilder
 
-__all__ = ["AGGREGATES", "BOUNDS", "MIN_CALLS", "migration", "drop_triggers", "batch_sql", "rebuild_sql",
-           "aggregated"]
+__all__ = ["AGGREGATES", "BOUNDS", "MIN_CALLS", "SUMMED", "SUMS", "NEW_CALLS", "NEEDED", "migration", "drop_triggers",
+           "narrow", "batch_sql", "rebuild_sql", "aggregated"]
 
 RATIO = 1.4
 BOUNDS = tuple(round(10.0 * RATIO ** i, 3) for i in range(28))  # ms: 10 ms .. ~89 s
@@ -61,11 +65,16 @@ class Aggregate:
     name: str
     grain: str  # "hour" or "day"
     keys: tuple[str, ...]
+    histograms: bool = False  # the latency/TTFT histograms too (schema 8: the hourly table only)
+
+    @property
+    def summed(self) -> list[str]:
+        return SUMMED if self.histograms else SUMS
 
 
 AGGREGATES = (
     Aggregate("llm_calls_hourly", "hour", ("provider", "operation", "request_model", "response_model", "feature",
-                                           "workflow", "error_category")),
+                                           "workflow", "error_category"), histograms=True),
     Aggregate("llm_calls_customer_daily", "day", ("customer_id",)),
     Aggregate("llm_calls_user_daily", "day", ("user_id",)),
 )
@@ -100,6 +109,7 @@ def _prefix(sql: str, column: str, r: str) -> str:
 
 
 SUMMED = [name for name, _ in _metrics()]
+SUMS = SUMMED[:SUMMED.index("lat_n")]  # calls, tokens, cost, unpriced calls, errors: what the daily tables keep
 
 
 def _bucket(dialect: str, grain: str, t: str) -> str:
@@ -117,7 +127,7 @@ def _key(dialect: str, keys: Sequence[str], r: str = "") -> str:
 def _upsert_tail(dialect: str, agg: Aggregate) -> str:
     own = "" if dialect == "sqlite" else f"{agg.name}."
     sets = []
-    for name in SUMMED:
+    for name in agg.summed:
         if name in _NULLABLE:
             sets.append(f"{name} = CASE WHEN excluded.{name} IS NULL THEN {own}{name} "
                         f"ELSE COALESCE({own}{name}, 0) + excluded.{name} END")
@@ -126,14 +136,28 @@ def _upsert_tail(dialect: str, agg: Aggregate) -> str:
     return f" ON CONFLICT (started_at, k) DO UPDATE SET {', '.join(sets)}"
 
 
-def _columns(agg: Aggregate) -> str:
-    return ", ".join(("started_at", "k", *agg.keys, *SUMMED))
+def _sum(name: str, expr: str) -> str:
+    """A summed column over a group of calls: a count where the per-call expression is a 0/1 condition
+    (`COUNT(*) FILTER (WHERE …)` costs the database less than summing a CASE: 58 of them per hourly row)."""
+    if name == "calls":
+        return "COUNT(*)"
+    flag = _FLAG.fullmatch(expr)
+    return f"COUNT(*) FILTER (WHERE {flag.group(1)})" if flag else f"SUM({expr})"
 
 
-def _grouped_select(dialect: str, agg: Aggregate, source: str, clause: str = "") -> str:
-    """The aggregate rows of the calls in `source` (a table) that match `clause`."""
+_FLAG = __import__("re").compile(r"\(?CASE WHEN (.*) THEN 1 ELSE 0 END\)?")
+
+
+def _columns(agg: Aggregate, summed: Sequence[str] | None = None) -> str:
+    return ", ".join(("started_at", "k", *agg.keys, *(agg.summed if summed is None else summed)))
+
+
+def _grouped_select(dialect: str, agg: Aggregate, source: str, clause: str = "", summed: Sequence[str] | None = None) -> str:
+    """The aggregate rows of the calls in `source` (a table) that match `clause` (`summed`: the columns, by
+    default the table's own)."""
     bucket = _bucket(dialect, agg.grain, "started_at")
-    sums = [("COUNT(*)" if name == "calls" else f"SUM({expr})") for name, expr in _metrics()]
+    summed = agg.summed if summed is None else summed
+    sums = [_sum(name, expr) for name, expr in _metrics() if name in summed]
     keys = ", ".join(agg.keys)
     return (f"SELECT {bucket}, {_key(dialect, agg.keys)}, {keys}, {', '.join(sums)} FROM {source}{clause} "
             f"GROUP BY {bucket}, {keys}")
@@ -151,17 +175,19 @@ def migration(dialect: Any) -> list[str]:
         cols += [f"{n} {real if n == 'cost_usd' else integer}" + ("" if n in _NULLABLE else " NOT NULL") for n in SUMMED]
         statements.append(f"CREATE TABLE IF NOT EXISTS {agg.name} (\n  " + ",\n  ".join(cols) + "\n)")
         statements.append(f"CREATE UNIQUE INDEX IF NOT EXISTS ix_{agg.name}_key ON {agg.name} (started_at, k)")
-        statements.append(f"INSERT INTO {agg.name} ({_columns(agg)}) {_grouped_select(name, agg, 'llm_calls')}")
+        statements.append(f"INSERT INTO {agg.name} ({_columns(agg, SUMMED)}) "
+                          f"{_grouped_select(name, agg, 'llm_calls', summed=SUMMED)}")
     if name == "sqlite":
         for agg in AGGREGATES:
+            wide = Aggregate(agg.name, agg.grain, agg.keys, True)  # schema 6: every table had the histograms
             values = [_bucket(name, agg.grain, "NEW.started_at"), _key(name, agg.keys, "NEW."),
                       *(f"NEW.{k}" for k in agg.keys), *(expr for _, expr in _metrics("NEW."))]
             statements.append(
                 f"CREATE TRIGGER IF NOT EXISTS tt_{agg.name} AFTER INSERT ON llm_calls BEGIN "
-                f"INSERT INTO {agg.name} ({_columns(agg)}) VALUES ({', '.join(values)}){_upsert_tail(name, agg)}; END")
+                f"INSERT INTO {agg.name} ({_columns(agg, SUMMED)}) VALUES ({', '.join(values)}){_upsert_tail(name, wide)}; END")
     else:
-        body = "".join(f"  INSERT INTO {agg.name} ({_columns(agg)}) {_grouped_select(name, agg, 'tt_new_calls')}"
-                       f"{_upsert_tail(name, agg)};\n" for agg in AGGREGATES)
+        body = "".join(f"  INSERT INTO {agg.name} ({_columns(agg, SUMMED)}) {_grouped_select(name, agg, 'tt_new_calls', summed=SUMMED)}"
+                       f"{_upsert_tail(name, Aggregate(agg.name, agg.grain, agg.keys, True))};\n" for agg in AGGREGATES)
         statements.append("CREATE OR REPLACE FUNCTION tt_aggregate_calls() RETURNS trigger LANGUAGE plpgsql AS $$\nBEGIN\n"
                           f"{body}  RETURN NULL;\nEND\n$$")
         statements.append("DROP TRIGGER IF EXISTS tt_aggregate_calls ON llm_calls")
@@ -192,6 +218,27 @@ def drop_triggers(dialect: Any) -> list[str]:
     return ["DROP TRIGGER IF EXISTS tt_aggregate_calls ON llm_calls", "DROP FUNCTION IF EXISTS tt_aggregate_calls()"]
 
 
+def narrow(dialect: Any) -> list[str]:
+    """Schema version 8: the daily tables (by customer, by user) keep the sums and counts only, not the
+    histograms (what they cost the writer was most of the aggregates'); their rows are copied over."""
+    integer, real = dialect.types["int"], dialect.types["float"]
+    time_type = dialect.types.get("datetime", "TEXT")
+    statements = []
+    for agg in AGGREGATES:
+        if agg.histograms:
+            continue
+        cols = [f"started_at {time_type}", "k TEXT NOT NULL", *(f"{k} TEXT" for k in agg.keys)]
+        cols += [f"{n} {real if n == 'cost_usd' else integer}" + ("" if n in _NULLABLE else " NOT NULL") for n in SUMS]
+        statements += [
+            f"CREATE TABLE {agg.name}_v8 (\n  " + ",\n  ".join(cols) + "\n)",
+            f"INSERT INTO {agg.name}_v8 ({_columns(agg)}) SELECT {_columns(agg)} FROM {agg.name}",
+            f"DROP TABLE {agg.name}",
+            f"ALTER TABLE {agg.name}_v8 RENAME TO {agg.name}",
+            f"CREATE UNIQUE INDEX IF NOT EXISTS ix_{agg.name}_key ON {agg.name} (started_at, k)",
+        ]
+    return statements
+
+
 def _rebuild(dialect: str, agg: Aggregate, clause: str, params: list[Any]) -> list[tuple[str, Any, bool]]:
     """Delete the aggregate rows whose bucket matches `clause` and make them again from the calls."""
     return [(f"DELETE FROM {agg.name}{clause}", params, False),
@@ -210,117 +257,32 @@ def rebuild_sql(style: str, before: Any) -> list[tuple[str, Any, bool]]:
 
 # -- the write side: per batch ----------------------------------------------------------------------------
 
-_SUMS = attrgetter(*(name for name, _ in QueryBuilder.METRICS[1:8]))  # input_tokens .. cost_usd: NULL-aware sums
-_NULLABLE_COUNT = 7
-_STEP = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
-_upserts: dict[tuple[str, str], str] = {}
+NEW_CALLS = "tt_inserted_calls"  # PostgreSQL: the calls a batch's insert added (a temporary table, emptied at commit)
+# The calls' columns the aggregates read (what the insert returns into `NEW_CALLS`).
+NEEDED = ("started_at", *dict.fromkeys(k for agg in AGGREGATES for k in agg.keys), "input_tokens", "output_tokens",
+          "cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "total_tokens", "cost_usd", "error_type",
+          "duration_ms", "ttft_ms")
+_batch: dict[str, list[tuple[str, Any, bool]]] = {}
 
 
-def _upsert_sql(dialect: str, agg: Aggregate) -> str:
-    sql = _upserts.get((dialect, agg.name))
-    if sql is None:
-        mark, quote = ("?", "quote({})") if dialect == "sqlite" else ("%s", "quote_nullable({}::text)")
-        key = " || ',' || ".join([quote.format(mark)] * len(agg.keys))
-        marks = ", ".join([mark] * (len(agg.keys) + len(SUMMED)))
-        sql = _upserts[(dialect, agg.name)] = (
-            f"INSERT INTO {agg.name} ({_columns(agg)}) VALUES ({mark}, {key}, {marks}){_upsert_tail(dialect, agg)}")
-    return sql
-
-
-def _buckets(dialect: str, moment: datetime | None, now: datetime | None) -> tuple[Any, Any]:
-    """(hour, day) of a call's start, as `_bucket` computes them in SQL (SQLite: from the stored text's own
-    fields; PostgreSQL: in UTC, a call without a start stored at `now`)."""
-    if moment is None:
-        moment = now
-        if moment is None:
-            return None, None
-    if dialect != "sqlite" and moment.tzinfo is not None and moment.tzinfo is not timezone.utc:
-        moment = moment.astimezone(timezone.utc)
-    hour = moment.replace(minute=0, second=0, microsecond=0)
-    return hour, hour.replace(hour=0)
-
-
-def _bound(dialect: str, bucket: datetime, grain: str, start: bool = True) -> Any:
-    """A bucket's start as the aggregate row keeps it (`start`), or as the low end of a range of calls."""
-    if dialect != "sqlite":
-        return bucket if bucket.tzinfo is not None else bucket.replace(tzinfo=timezone.utc)
-    text = f"{bucket.year:04d}-{bucket.month:02d}-{bucket.day:02d}" + (f"T{bucket.hour:02d}" if grain == "hour" else "")
-    if not start:
-        return text  # every stored time in the bucket starts with it (and sorts at or after it)
-    return text + (":00:00.000000+00:00" if grain == "hour" else "T00:00:00.000000+00:00")
-
-
-# A call's histogram columns by the index of the first bound above its latency (`bisect_right`): the count of
-# calls with a latency (1) and, per bound, whether it is below it; the last entry: no latency (all 0).
-_HIST = [(1, *(1 if i >= j else 0 for i in range(len(BOUNDS)))) for j in range(len(BOUNDS) + 1)]
-_HIST.append((0,) * (len(BOUNDS) + 1))
-_NONE = len(BOUNDS) + 1
-
-
-def _vector(call: Any) -> tuple[Any, ...]:
-    """One call's summed columns (`SUMMED`, without `calls`), as the SQL expressions of `_metrics` give them."""
-    unpriced = call.cost_usd is None
-    no_usage = unpriced and call.input_tokens is None and call.output_tokens is None
-    latency = None if call.error_category == "budget" else call.duration_ms
-    return (*_SUMS(call), int(unpriced), int(no_usage), int(unpriced and not no_usage),
-            int(call.error_type is not None or call.error_category is not None),
-            *_HIST[_NONE if latency is None else bisect_right(BOUNDS, latency)],
-            *_HIST[_NONE if call.ttft_ms is None else bisect_right(BOUNDS, call.ttft_ms)])
-
-
-def _row(vectors: list[tuple[Any, ...]]) -> list[Any]:
-    """The summed columns (`SUMMED`) of some calls' vectors (NULL-aware for the nullable sums)."""
-    if len(vectors) == 1:
-        return [1, *vectors[0]]
-    columns = list(zip(*vectors))
-    out: list[Any] = [len(vectors)]
-    for column in columns[:_NULLABLE_COUNT]:
-        values = [v for v in column if v is not None]
-        out.append(sum(values) if values else None)
-    out += map(sum, columns[_NULLABLE_COUNT:])
-    return out
-
-
-def batch_sql(style: str, calls: Sequence[Any], inserted: int, now: datetime | None = None) -> list[tuple[str, Any, bool]]:
-    """What brings the aggregates up to date with a batch of calls, in the transaction that inserted it, after
-    the insert: one UPSERT per bucket and keys adding the group's sums when the insert added every call
-    (`inserted == len(calls)`); else (some ids were already stored: a retried batch) the buckets the batch
-    touches rebuilt from the calls. `now`: the time a call without a start is stored at (PostgreSQL)."""
-    if not calls:
-        return []
-    dialect = "sqlite" if style == "qmark" else "postgresql"
-    buckets = [_buckets(dialect, call.started_at, now) for call in calls]
-    out: list[tuple[str, Any, bool]] = []
-    if inserted != len(calls):
-        mark = "?" if style == "qmark" else "%s"
-        for agg in AGGREGATES:
-            grain = 0 if agg.grain == "hour" else 1
-            for bucket in sorted({b[grain] for b in buckets}, key=lambda b: (b is not None, b)):
-                if bucket is None:
-                    out += _rebuild(dialect, agg, " WHERE started_at IS NULL", [])
-                    continue
-                high = _bound(dialect, bucket + _STEP[agg.grain], agg.grain, start=False)
-                out += _rebuild(dialect, agg, f" WHERE started_at >= {mark} AND started_at < {mark}",
-                                [_bound(dialect, bucket, agg.grain, start=False), high])
-        return out
-    vectors = list(map(_vector, calls))
-    for agg in AGGREGATES:
-        grain = 0 if agg.grain == "hour" else 1
-        keys = attrgetter(*agg.keys)
-        one = len(agg.keys) == 1
-        groups: dict[tuple[Any, Any], list[Any]] = {}
-        for call, bucket, vector in zip(calls, buckets, vectors):
-            group = groups.get(key := (bucket[grain], keys(call)))
-            if group is None:
-                group = groups[key] = []
-            group.append(vector)
-        params = []
-        for (bucket, values), group in groups.items():
-            values = (values,) if one else values
-            start = None if bucket is None else _bound(dialect, bucket, agg.grain)
-            params.append([start, *values, *values, *_row(group)])
-        out.append((_upsert_sql(dialect, agg), params, True))
-    return out
+def batch_sql(style: str, since: Any = None) -> list[tuple[str, Any, bool]]:
+    """What adds the calls a transaction inserted to the aggregates, run in that transaction after the insert:
+    per aggregate table one `INSERT … SELECT … GROUP BY … ON CONFLICT DO UPDATE` over those calls only
+    (the database groups and sums them, no value is bound). SQLite: the calls whose rowid is above `since`,
+    the largest rowid read in the transaction before the insert (writers are serialized, new rows number
+    on from it); PostgreSQL: the rows of `NEW_CALLS`, filled by the insert's RETURNING. Calls the insert
+    skipped (known ids: a retried batch) are in neither, so every call counts once."""
+    sqlite = style == "qmark"
+    statements = _batch.get(style)
+    if statements is None:
+        dialect = "sqlite" if sqlite else "postgresql"
+        source, clause = ("llm_calls", " WHERE rowid > ?") if sqlite else (NEW_CALLS, "")
+        # PostgreSQL: rows upserted in key order, so two writers' transactions lock them in the same order
+        order = "" if sqlite else " ORDER BY 1, 2"
+        statements = _batch[style] = [
+            (f"INSERT INTO {agg.name} ({_columns(agg)}) {_grouped_select(dialect, agg, source, clause)}{order}"
+             f"{_upsert_tail(dialect, agg)}", None, False) for agg in AGGREGATES]
+    return [(sql, [since] if sqlite else (), many) for sql, _, many in statements]
 
 
 # -- the read side ---------------------------------------------------------------------------------------
@@ -367,7 +329,8 @@ def aggregated(read: Callable[[str, Sequence[Any]], list[Any]], style: str, grou
         high = _floor(end, agg.grain) if end is not None else None
         if low is not None and high is not None and low >= high:
             return None
-        wanted = SUMMED if percentiles else [name for name, _ in QueryBuilder.METRICS]  # sums only: 12 columns, not 70
+        histograms = percentiles and agg.histograms
+        wanted = SUMMED if histograms else SUMS  # sums only: 12 columns, not 70
         inner = _sums_sql(query, agg.name, exprs, low, high, where, wanted, aggregate=True)
         rows = read(*inner)
         calls = sum(_num(row[len(exprs)]) or 0 for row in rows)
@@ -379,8 +342,50 @@ def aggregated(read: Callable[[str, Sequence[Any]], list[Any]], style: str, grou
             rows += read(*_sums_sql(raw, "llm_calls", raw_exprs, start, low, where, wanted, aggregate=False))
         if end is not None and (high is None or high < end):
             rows += read(*_sums_sql(raw, "llm_calls", raw_exprs, high, end, where, wanted, aggregate=False))
-        return _rows(rows, keys, wanted, percentiles)
+        out = _rows(rows, keys, wanted, histograms)
+        if percentiles and not histograms:
+            _sampled_percentiles(read, style, groups, keys, since, until, where, columns, out)
+        return out
     return None
+
+
+_BLOCKS = 200
+
+
+def _sampled_percentiles(read: Callable[[str, Sequence[Any]], list[Any]], style: str, groups: list[Any], keys: list[str],
+                         since: Any, until: Any, where: Any, columns: Sequence[str], rows: list[dict[str, Any]]) -> None:
+    """p50/p95 latency and p50 TTFT of `rows` (sums from a table without histograms) from the raw calls: all
+    of them up to `PERCENTILE_SAMPLE`, above it a sample of about that many spread over the range."""
+    every = max(1, sum(row["calls"] for row in rows) // PERCENTILE_SAMPLE)
+    query = QueryBuilder(columns, "started_at", style=style)
+    exprs = [query.expression(g, "group by") for g in groups]
+    clause, params = query.where(since=since, until=until, where=where)
+    if every > 1:
+        # The sample: `_BLOCKS` runs of consecutive calls (by rowid/seq, the insertion number) spread evenly
+        # over the range's calls, together 1/every of them: the database seeks to each run and reads only it
+        # (a filter on every n-th call would still read them all: ~170 ms at a million calls here).
+        number = "rowid" if style == "qmark" else "seq"
+        low, high = read(f"SELECT (SELECT MIN({number}) FROM llm_calls{clause}), "  # each one a seek (together: a scan)
+                         f"(SELECT MAX({number}) FROM llm_calls{clause})", [*params, *params])[0]
+        if low is not None:
+            step = (high - low + 1) / _BLOCKS
+            width = max(1, int(step / every))
+            runs = " OR ".join(f"{number} BETWEEN {low + int(i * step)} AND {low + int(i * step) + width - 1}"
+                               for i in range(_BLOCKS))
+            clause += (" AND " if clause else " WHERE ") + f"({runs})"
+    pct = query.percentile_sql("{col}", "{p}")
+    select = [f"{e} AS g{i}" for i, e in enumerate(exprs)]
+    select += [pct.format(col=_LATENCY.format(r=""), p=50), pct.format(col=_LATENCY.format(r=""), p=95),
+               pct.format(col="ttft_ms", p=50)]
+    sql = f"SELECT {', '.join(select)} FROM llm_calls{clause}"
+    if exprs:
+        sql += " GROUP BY " + ", ".join(f"g{i}" for i in range(len(exprs)))
+    n = len(exprs)
+    found = {tuple(row[:n]): row[n:] for row in read(sql, params)}
+    for row in rows:
+        values = found.get(tuple(row[k] for k in keys), (None, None, None))
+        for name, value in zip(("p50_ms", "p95_ms", "ttft_p50_ms"), values):
+            row[name] = None if value is None else float(value)
 
 
 def _sums_sql(query: QueryBuilder, table: str, exprs: list[str], since: Any, until: Any, where: Any,

@@ -41,7 +41,7 @@ from typing import Any, Iterator, Sequence
 from .. import log
 from ..errors import ConfigError, StoreError
 from ..record import LLMCall
-from .aggregates import batch_sql
+from .aggregates import NEEDED, NEW_CALLS, batch_sql
 from .schema import DIALECTS, SCHEMA_VERSION, codecs, migrations, partition_name
 from .sqlstore import SQLStore
 
@@ -200,21 +200,20 @@ class PostgresStore(SQLStore):
                 rows.append(row)
             batches.append((table, rows, {_month(row[time_index]) for row in rows}))
         wanted = [(table.name, month) for table, _, months in batches for month in months]
-        calls = [record for record in records if type(record) is LLMCall]
-        aggregate = lambda inserted: batch_sql(self.style, calls, inserted, now)  # noqa: E731
         self._ensure_partitions(wanted)
         try:
-            self._copy(batches, aggregate)
+            self._copy(batches)
         except psycopg.errors.CheckViolation as exc:
             if "no partition" not in str(exc):
                 raise
             # Another process pruned a month this one had seen: learn the partitions again, once.
             self._partitions.clear()
             self._ensure_partitions(wanted)
-            self._copy(batches, aggregate)
+            self._copy(batches)
 
-    def _copy(self, batches: Sequence[tuple[Any, list[list[Any]], Any]], aggregate: Any = None) -> None:
-        """Write the batches in one transaction; after the calls' insert, what `aggregate(rows it added)` gives."""
+    def _copy(self, batches: Sequence[tuple[Any, list[list[Any]], Any]]) -> None:
+        """Write the batches in one transaction; the calls the insert added (RETURNING, into a temporary table)
+        are then added to the aggregates (`aggregates.batch_sql`)."""
         with self._connection() as conn, conn.transaction():
             for table, rows, _ in batches:
                 stage = f"tt_stage_{table.name}"
@@ -224,12 +223,19 @@ class PostgresStore(SQLStore):
                 with conn.cursor().copy(f"COPY {stage} ({names}) FROM STDIN") as copy:
                     for row in rows:
                         copy.write_row(row)
-                inserted = conn.execute(f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {stage} "
-                                        f"ON CONFLICT (id, {table.time_column}) DO NOTHING").rowcount
-                if table.cls is LLMCall and aggregate is not None:
-                    cur = conn.cursor()
-                    for sql, params, many in aggregate(inserted):
-                        (cur.executemany if many else cur.execute)(sql, params)
+                insert = (f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {stage} "
+                          f"ON CONFLICT (id, {table.time_column}) DO NOTHING")
+                if table.cls is not LLMCall:
+                    conn.execute(insert)
+                    continue
+                needed = ", ".join(NEEDED)
+                conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {NEW_CALLS} ON COMMIT DELETE ROWS AS "
+                             f"SELECT {needed} FROM {table.name} WITH NO DATA")
+                inserted = conn.execute(f"WITH ins AS ({insert} RETURNING {needed}) "
+                                        f"INSERT INTO {NEW_CALLS} ({needed}) SELECT {needed} FROM ins").rowcount
+                if inserted:
+                    for sql, params, _ in batch_sql(self.style):
+                        conn.execute(sql, params)
 
     def _ensure_partitions(self, wanted: Sequence[tuple[str, tuple[int, int]]]) -> None:
         missing = sorted({(name, y, m) for name, (y, m) in wanted} - self._partitions)

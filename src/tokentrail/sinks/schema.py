@@ -135,6 +135,7 @@ def migrations(dialect: Dialect) -> dict[int, list[str]]:
         ],
         6: aggregates.migration(dialect),  # hourly/daily aggregates kept by triggers, backfilled (sinks/aggregates.py)
         7: aggregates.drop_triggers(dialect),  # the aggregates kept per batch by the writer, not per row by triggers
+        8: aggregates.narrow(dialect),  # the daily (customer, user) aggregates: sums and counts only, no histograms
     }
 
 

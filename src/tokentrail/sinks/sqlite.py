@@ -176,20 +176,24 @@ class SQLiteStore(SQLStore):
         calls = by_table.pop(_TABLES[LLMCall], [])
         inserts = [(sql, rows, True) for sql, rows in _TABLES[LLMCall].batches(calls)]
         self._write(inserts + [(sql, rows, True) for table, items in by_table.items() for sql, rows in table.batches(items)],
-                    then=lambda counts: batch_sql(self.style, calls, sum(counts[:len(inserts)])))
+                    then=(lambda counts, since: batch_sql(self.style, since) if sum(counts[:len(inserts)]) > 0 else [])
+                    if inserts else None)
 
     def _write(self, statements: Sequence[tuple[str, Any, bool]], then: Any = None) -> list[int]:
         """Run `(sql, params, many)` statements in one transaction (retried while another process holds
-        the lock), and then those `then(counts)` gives (the aggregates of the calls inserted); the counts."""
+        the lock), and then those `then(counts, since)` gives (the aggregates of the calls inserted: those
+        whose rowid is above `since`, the largest before the statements ran); the counts."""
         for attempt in range(5):
             try:
                 with self._guard:
                     conn = self._connection()
                     conn.execute("BEGIN IMMEDIATE")
                     try:
+                        since = conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM llm_calls").fetchone()[0] \
+                            if then is not None else None
                         counts = [(conn.executemany if many else conn.execute)(sql, params).rowcount
                                   for sql, params, many in statements]
-                        for sql, params, many in (then(counts) if then is not None else ()):
+                        for sql, params, many in (then(counts, since) if then is not None else ()):
                             (conn.executemany if many else conn.execute)(sql, params)
                         conn.execute("COMMIT")
                     except BaseException:
