@@ -19,6 +19,7 @@ deleted with them (when `where` names fields they have).
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from datetime import timedelta
 from typing import Any, Sequence
 
@@ -71,7 +72,7 @@ def _raw_summary(read: Any, style: str, group_by: Any, since: Any, until: Any, w
     return query.summary_rows(read(sql, params), keys), keys
 
 
-class SQLStore:
+class SQLStore(ABC):
     """The driver-independent part of a SQL store; see the module docstring."""
 
     dialect: Dialect
@@ -91,8 +92,9 @@ class SQLStore:
                 pass
         self.closed = True
 
+    @abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Each dialect's own."""
 
     def __enter__(self) -> Any:
         return self
@@ -100,11 +102,13 @@ class SQLStore:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+    @abstractmethod
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        raise NotImplementedError
+        """Each dialect's own."""
 
+    @abstractmethod
     def _write(self, statements: Sequence[tuple[str, Any, bool]]) -> list[int]:
-        raise NotImplementedError
+        """Each dialect's own."""
 
     @property
     def _mark(self) -> str:
@@ -113,8 +117,9 @@ class SQLStore:
     def _marks(self, n: int) -> str:
         return ", ".join([self._mark] * n)
 
+    @abstractmethod
     def _write_batch(self, records: Sequence[Any]) -> None:
-        raise NotImplementedError
+        """Each dialect's own."""
 
     def _is_data_error(self, exc: BaseException) -> bool:
         """A batch refused for what is in it (retrying it whole would fail again), not for the database's state."""
