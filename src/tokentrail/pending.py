@@ -27,7 +27,7 @@ from .config import Settings
 from .context import ATTRIBUTION_FIELDS, readers, as_tags, attributes_var, current_span, current_workflow, new_span_id, new_trace_id, reset_quietly
 from .errors import CATEGORIES, categorize, status_code_of
 from .estimate import estimate
-from .redact import encodable, scrub
+from .redact import mask, mask_name, scrub
 from .record import FIELD_KINDS, FIELDS, RECORD_TYPES, LLMCall, Outcome, Span, ToolCall
 from .semconv import normalize_operation, normalize_provider
 from .runtime import submit
@@ -141,15 +141,17 @@ def safe_params(params: dict[str, Any] | None) -> dict[str, Any] | None:
     return scrub(params) or None
 
 
-# Fields whose text is ours or the provider's names (ids, models, categories): never secrets, not scanned.
-_NAME_FIELDS = frozenset({"id", "trace_id", "span_id", "parent_span_id", "provider", "operation", "request_model",
-                          "response_model", "response_id", "error_type", "error_category", "source", "sdk_version",
-                          "finish_reasons", "workflow_run_id", "name", "tool_call_id"})
+# Names that come back on every record (models, providers, categories): masked once per distinct name.
+# A key passed as the model by mistake, or a proxy echoing one as an id, is masked like any stored text.
+_NAME_FIELDS = frozenset({"provider", "operation", "request_model", "response_model", "error_type", "error_category",
+                          "source", "sdk_version", "name"})
+# Names new on every record (the provider's ids, the app's run ids): masked each time.
+_ID_FIELDS = frozenset({"response_id", "workflow_run_id", "tool_call_id"})
 
 
 def _scrub_actions() -> dict[str, int]:
-    """Per field: 1 = a name (kept as it is, made encodable), 2 = text, scrubbed; absent = nothing to do
-    (numbers, times, and the hex ids tokentrail formats itself)."""
+    """Per field: 1 = a repeated name, 3 = a new id (a single string each), 2 = text or a structure,
+    scrubbed; absent = nothing to do (numbers, times, and the hex ids tokentrail formats itself)."""
     actions = {}
     for cls in RECORD_TYPES:
         for name, kind in FIELD_KINDS[cls].items():
@@ -157,6 +159,8 @@ def _scrub_actions() -> dict[str, int]:
                 continue
             if name in _NAME_FIELDS:
                 actions[name] = 1
+            elif name in _ID_FIELDS:
+                actions[name] = 3
             elif kind in ("str", "str_list", "dict", "json"):
                 actions[name] = 2
     return actions
@@ -176,9 +180,8 @@ def _scrubbed(out: dict[str, Any], done: str | None = None) -> dict[str, Any]:
             continue
         action = actions[name]
         kind = type(value)
-        if action == 1:
-            if kind is str and not value.isascii():
-                out[name] = encodable(value)
+        if kind is str and action != 2:
+            out[name] = mask_name(value) if action == 1 else mask(value)
         elif (kind is str or kind is dict or kind is list) and name != done:
             out[name] = scrub(value)
     return out

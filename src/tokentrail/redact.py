@@ -19,7 +19,7 @@ import functools
 import re
 from typing import Any
 
-__all__ = ["CREDENTIAL_NAME", "is_credential_name", "mask", "scrub", "encodable"]
+__all__ = ["CREDENTIAL_NAME", "is_credential_name", "mask", "mask_name", "scrub", "encodable"]
 
 # Argument, header and metadata names that may hold a credential.
 CREDENTIAL_NAME = re.compile(
@@ -82,6 +82,13 @@ def mask(text: str) -> str:
 
 _PLAIN = frozenset({int, float, bool, type(None)})  # nothing to mask in these
 _DROPPED = object()
+
+
+@functools.lru_cache(maxsize=2048)
+def mask_name(name: str) -> str:
+    """`mask` for the names that come back on every record (providers, models, operations, SDK
+    versions): answered once per distinct name."""
+    return mask(name)
 
 
 def scrub(value: Any, depth: int = 0) -> Any:

@@ -236,12 +236,19 @@ def test_fuzz_malformed_answers_through_the_real_sdks(sdk, stream, instrumented)
                f"chunks in {SERVED['streams']:,} streams = {total:,}")
 
 
-@pytest.mark.xfail(strict=False, reason="pending.py stores ids and names (request_model, response_id, …) unscanned: "
-                   "a key passed as the model by mistake, or echoed as an id, is stored in clear")
 def test_a_key_shaped_model_or_response_id_is_masked_too():
+    """A key passed as the model by mistake, or echoed by a proxy as the response's id or model, is masked
+    like any stored text (names are masked once per distinct name, ids each time)."""
     with tokentrail.tracking() as log:
         tokentrail.log_llm_call(provider="openai", model=SECRETS[0], usage={"input_tokens": 1, "output_tokens": 1})
-    assert not SECRET_RE.search(json.dumps(to_dict(log.calls[0]), default=str))
+        with tokentrail.track_llm_call("openai", "gpt-4o") as span:
+            span.set_request_id(SECRETS[1])
+            span.set_response_model(SECRETS[2])
+            span.set_finish_reasons([SECRETS[0]])
+    assert len(log.calls) == 2
+    for call in log.calls:
+        assert not SECRET_RE.search(json.dumps(to_dict(call), default=str)), to_dict(call)
+    assert log.calls[0].request_model.endswith("…[masked]") and log.calls[1].response_id.endswith("…[masked]")
 
 
 values = (st.sampled_from(JUNK_ATOMS) | st.integers(-10, 2**70) | st.text(max_size=8) | st.just(object()) | st.just(float("nan"))
