@@ -27,7 +27,7 @@ from .config import Settings
 from .context import ATTRIBUTION_FIELDS, readers, as_tags, attributes_var, current_span, current_workflow, new_span_id, new_trace_id, reset_quietly
 from .errors import CATEGORIES, categorize, status_code_of
 from .estimate import estimate
-from .redact import mask, mask_name, scrub
+from .redact import mask, needs_mask, scrub
 from .record import FIELD_KINDS, FIELDS, RECORD_TYPES, LLMCall, Outcome, Span, ToolCall
 from .semconv import normalize_operation, normalize_provider
 from .runtime import submit
@@ -141,49 +141,44 @@ def safe_params(params: dict[str, Any] | None) -> dict[str, Any] | None:
     return scrub(params) or None
 
 
-# Names that come back on every record (models, providers, categories): masked once per distinct name.
-# A key passed as the model by mistake, or a proxy echoing one as an id, is masked like any stored text.
-_NAME_FIELDS = frozenset({"provider", "operation", "request_model", "response_model", "error_type", "error_category",
-                          "source", "sdk_version", "name"})
-# Names new on every record (the provider's ids, the app's run ids): masked each time.
-_ID_FIELDS = frozenset({"response_id", "workflow_run_id", "tool_call_id"})
-
-
-def _scrub_actions() -> dict[str, int]:
-    """Per field: 1 = a repeated name, 3 = a new id (a single string each), 2 = text or a structure,
-    scrubbed; absent = nothing to do (numbers, times, and the hex ids tokentrail formats itself)."""
-    actions = {}
+def _text_fields() -> tuple[frozenset[str], frozenset[str]]:
+    """Every field that may hold text — names and ids too (a key passed as the model by mistake, or a
+    proxy echoing one as the response's id, is masked like any stored text) — and those of them that
+    are lists of strings. Not the hex ids tokentrail formats itself."""
+    fields, lists = set(), set()
     for cls in RECORD_TYPES:
         for name, kind in FIELD_KINDS[cls].items():
-            if name in ("id", "trace_id", "span_id", "parent_span_id"):
-                continue
-            if name in _NAME_FIELDS:
-                actions[name] = 1
-            elif name in _ID_FIELDS:
-                actions[name] = 3
-            elif kind in ("str", "str_list", "dict", "json"):
-                actions[name] = 2
-    return actions
+            if name not in ("id", "trace_id", "span_id", "parent_span_id") and kind in ("str", "str_list", "dict", "json"):
+                fields.add(name)
+                if kind == "str_list":
+                    lists.add(name)
+    return frozenset(fields), frozenset(lists)
 
 
-_SCRUB_ACTIONS = _scrub_actions()
-_SCRUB_NAMES = frozenset(_SCRUB_ACTIONS)
+_SCRUB_NAMES, _STR_LISTS = _text_fields()
 
 
 def _scrubbed(out: dict[str, Any], done: str | None = None) -> dict[str, Any]:
     """Every stored text masked and credential-named keys dropped (redact.py), once, before the record
-    exists (`done`: a field already scrubbed)."""
-    actions = _SCRUB_ACTIONS
+    exists (`done`: a field already scrubbed). The record's strings (and lists of strings) are tested
+    together, joined, and masked one by one only when that finds something: most records hold a
+    dozen short names and nothing to mask."""
+    strings: list[str] = []
     for name in out.keys() & _SCRUB_NAMES:  # the text-bearing fields of this record only (a C-level set op)
         value = out[name]
-        if value is None:
-            continue
-        action = actions[name]
         kind = type(value)
-        if kind is str and action != 2:
-            out[name] = mask_name(value) if action == 1 else mask(value)
-        elif (kind is str or kind is dict or kind is list) and name != done:
+        if kind is str:
+            strings.append(name)
+        elif name == done or value is None:
+            continue
+        elif kind is list and name in _STR_LISTS and all(type(item) is str for item in value):
+            strings.append(name)
+        elif kind is dict or kind is list:
             out[name] = scrub(value)
+    if strings and needs_mask("\n".join([v if type(v := out[n]) is str else "\n".join(v) for n in strings])):
+        for name in strings:
+            value = out[name]
+            out[name] = mask(value) if type(value) is str else scrub(value)
     return out
 
 

@@ -19,7 +19,7 @@ import functools
 import re
 from typing import Any
 
-__all__ = ["CREDENTIAL_NAME", "is_credential_name", "mask", "mask_name", "scrub", "encodable"]
+__all__ = ["CREDENTIAL_NAME", "is_credential_name", "mask", "needs_mask", "scrub", "encodable"]
 
 # Argument, header and metadata names that may hold a credential.
 CREDENTIAL_NAME = re.compile(
@@ -84,11 +84,10 @@ _PLAIN = frozenset({int, float, bool, type(None)})  # nothing to mask in these
 _DROPPED = object()
 
 
-@functools.lru_cache(maxsize=2048)
-def mask_name(name: str) -> str:
-    """`mask` for the names that come back on every record (providers, models, operations, SDK
-    versions): answered once per distinct name."""
-    return mask(name)
+def needs_mask(text: str) -> bool:
+    """Whether `mask` could change `text`: it is not plain ASCII, or it holds a key's first letters.
+    One test over many short strings joined is cheaper than one per string (the usual answer is no)."""
+    return not text.isascii() or _HINTS.search(text) is not None
 
 
 def scrub(value: Any, depth: int = 0) -> Any:
