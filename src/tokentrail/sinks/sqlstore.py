@@ -121,9 +121,9 @@ class SQLStore(ABC):
     def _write_batch(self, records: Sequence[Any]) -> None:
         """Each dialect's own."""
 
+    @abstractmethod
     def _is_data_error(self, exc: BaseException) -> bool:
         """A batch refused for what is in it (retrying it whole would fail again), not for the database's state."""
-        raise NotImplementedError
 
     def schema_version(self) -> int:
         return self._read("SELECT MAX(version) FROM schema_version")[0][0]
