@@ -126,6 +126,15 @@ class PostgresStore(SQLStore):
                 weakref.finalize(self, _close_in_background, self._pool_obj, self._pid)
             return self._pool_obj
 
+    def _drop_pool(self) -> None:
+        """Forget a pool that could not hand out a connection: after failed attempts it reconnects with
+        a growing back-off (seconds), so a server back from a restart would wait for its next try. The
+        lane's next attempt opens a fresh pool, which connects at once."""
+        with self._lock:
+            pool, self._pool_obj = self._pool_obj, None
+        if pool is not None:
+            _close_in_background(pool, self._pid)
+
     @contextlib.contextmanager
     def _connection(self) -> Iterator[Any]:
         """A pooled connection; a server that cannot be reached is a `StoreError` (one line in the CLI,
@@ -136,6 +145,8 @@ class PostgresStore(SQLStore):
         except (psycopg.OperationalError, PoolTimeout) as exc:
             if isinstance(exc, psycopg.errors.QueryCanceled):
                 raise
+            if isinstance(exc, PoolTimeout):
+                self._drop_pool()
             raise StoreError(f"tokentrail: cannot reach the store {self._where}: {str(exc).strip().splitlines()[0]}") from exc
 
     def _ensure_ready(self) -> None:
