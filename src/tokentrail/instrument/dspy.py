@@ -157,38 +157,6 @@ def _finalize(adapter: Any, original: Any) -> Callable[..., Any]:
     return wrapper
 
 
-def _lm_call(adapter: Any) -> Callable[..., Any]:
-    def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        run = _open_lm(instance)
-        if run is None:
-            return wrapped(*args, **kwargs)
-        try:
-            result = wrapped(*args, **kwargs)
-        except BaseException as exc:
-            _close_lm(run, exc)
-            raise
-        _close_lm(run, None)
-        return result
-
-    return wrapper
-
-
-def _lm_acall(adapter: Any) -> Callable[..., Any]:
-    async def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        run = _open_lm(instance)
-        if run is None:
-            return await wrapped(*args, **kwargs)
-        try:
-            result = await wrapped(*args, **kwargs)
-        except BaseException as exc:
-            _close_lm(run, exc)
-            raise
-        _close_lm(run, None)
-        return result
-
-    return wrapper
-
-
 # -- modules -----------------------------------------------------------------------------------------------------
 
 
@@ -210,36 +178,45 @@ def _close_module(opened: tuple[Any, Any], error: BaseException | None) -> None:
     _runs.end_span(key, error)
 
 
-def _module_call(adapter: Any) -> Callable[..., Any]:
-    def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        opened = _open_module(instance)
-        if opened is None:
-            return wrapped(*args, **kwargs)
-        try:
-            result = wrapped(*args, **kwargs)
-        except BaseException as exc:
-            _close_module(opened, exc)
-            raise
-        _close_module(opened, None)
-        return result
+def _around(open_: Callable[[Any], Any], close: Callable[[Any, BaseException | None], None]) -> tuple[Any, Any]:
+    """Patch builders (sync, async) that run a method inside `open_(instance)` … `close(opened, error)`;
+    the method runs as it is when `open_` returns None (not recording)."""
 
-    return wrapper
+    def sync_patch(adapter: Any) -> Callable[..., Any]:
+        def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            opened = open_(instance)
+            if opened is None:
+                return wrapped(*args, **kwargs)
+            try:
+                result = wrapped(*args, **kwargs)
+            except BaseException as exc:
+                close(opened, exc)
+                raise
+            close(opened, None)
+            return result
+
+        return wrapper
+
+    def async_patch(adapter: Any) -> Callable[..., Any]:
+        async def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            opened = open_(instance)
+            if opened is None:
+                return await wrapped(*args, **kwargs)
+            try:
+                result = await wrapped(*args, **kwargs)
+            except BaseException as exc:
+                close(opened, exc)
+                raise
+            close(opened, None)
+            return result
+
+        return wrapper
+
+    return sync_patch, async_patch
 
 
-def _module_acall(adapter: Any) -> Callable[..., Any]:
-    async def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        opened = _open_module(instance)
-        if opened is None:
-            return await wrapped(*args, **kwargs)
-        try:
-            result = await wrapped(*args, **kwargs)
-        except BaseException as exc:
-            _close_module(opened, exc)
-            raise
-        _close_module(opened, None)
-        return result
-
-    return wrapper
+_lm_call, _lm_acall = _around(_open_lm, _close_lm)
+_module_call, _module_acall = _around(_open_module, _close_module)
 
 
 def _optional_finalize(adapter: Any) -> Any:
