@@ -2,6 +2,8 @@ import asyncio
 import contextvars
 import threading
 
+import time
+
 import pytest
 
 import tokentrail
@@ -164,6 +166,23 @@ def test_nesting_gives_trace_and_parent_ids():
     assert second.workflow is None
     assert tool_call.name == "search" and tool_call.tool_call_id == "call_1"
     assert tool_call.arguments is None and tool_call.result is None  # content off by default
+
+
+def test_new_trace_ids_begin_with_their_millisecond_and_end_random():
+    # Time first keeps the stores' trace_id index growing at its end; the low 80 bits stay random
+    # (W3C's random flag covers the rightmost 7 bytes; OTel's ratio sampler reads the low 64 bits).
+    before = time.time_ns() // 1_000_000
+    with tokentrail.tracking() as log:
+        for _ in range(50):
+            with tokentrail.track_llm_call("openai", "gpt-4o"):
+                pass
+    after = time.time_ns() // 1_000_000
+    traces = [c.trace_id for c in log.calls]
+    assert all(len(t) == 32 for t in traces) and len(set(traces)) == 50
+    assert all(before <= int(t[:12], 16) <= after for t in traces)
+    assert [int(t[:12], 16) for t in traces] == sorted(int(t[:12], 16) for t in traces)
+    assert len({t[12:] for t in traces}) == 50 and len({t[-14:] for t in traces}) == 50
+    assert all(int(c.id[:12], 16) == int(c.trace_id[:12], 16) for c in log.calls)
 
 
 def test_tool_span_records_errors_and_content_when_captured(db_url):

@@ -236,14 +236,14 @@ class _Pending:
         if parent is not None and (parent.end_ns is not None or parent.defers):
             parent = self._claim(parent)
         self.outer = parent
+        self.wall_ns = wall_ns = _wall_ns()
         if parent is None:  # none of ours: the application's span (otel), if a reader is installed
             found = readers.parent() if readers.parent is not None else None
-            self.trace, self.parent = found or (new_trace_id(), None)
+            self.trace, self.parent = found or (new_trace_id(wall_ns), None)
         else:
             self.trace, self.parent = parent.trace, parent.span
         self._labels = readers.read_labels() if readers.labels else None
         self.span = new_span_id() if own_span else None
-        self.wall_ns = _wall_ns()
         self.start_ns = _perf_ns()
         self.end_ns = None
         self._token = None
@@ -383,14 +383,15 @@ class PendingCall(_Pending):
         if parent is not None and (parent.end_ns is not None or parent.defers):
             parent = self._claim(parent)
         self.outer = parent
+        self.wall_ns = wall_ns = _wall_ns()
         if parent is None:  # none of ours: the application's span (otel), if a reader is installed
             found = readers.parent() if readers.parent is not None else None
-            self.trace, self.parent = found or (_rand(128) or 1, None)
+            # context.new_trace_id, unrolled: time first, 80 random bits
+            self.trace, self.parent = found or ((wall_ns // 1_000_000) << 80 | _rand(80), None)
         else:
             self.trace, self.parent = parent.trace, parent.span
         self._labels = readers.read_labels() if readers.labels else None
         self.span = _rand(64) or 1
-        self.wall_ns = _wall_ns()
         self.start_ns = _perf_ns()
 
     def scope_fields(self, needed: frozenset[str]) -> dict[str, Any]:
