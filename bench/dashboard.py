@@ -1,11 +1,14 @@
 """How fast the dashboard's JSON API answers on a big store.
 
     python bench/dashboard.py [--calls 1000000] [--store /tmp/tt-bench.db] [--repeat 5]
+    python bench/dashboard.py --url postgresql://…/db   # an existing store, as it is (no fill)
 
 Fills a SQLite store with `--calls` synthetic calls spread over 30 days (written through the store's own
 `export`, as the pipeline writes them; an existing file with that many calls is reused), then asks every
 API endpoint through starlette's TestClient (the whole request: routing, the query, JSON) `--repeat`
-times and prints the median and worst time per endpoint. Not run as a test.
+times and prints the median and worst time per endpoint. Not run as a test. `--url`: the same timings on an
+existing store of any dialect, nothing filled; `bench/postgres.py` runs them (`time_endpoints`) on its
+10,000,000-call PostgreSQL table.
 """
 
 from __future__ import annotations
@@ -82,18 +85,52 @@ ENDPOINTS = [
 ]
 
 
+def time_endpoints(url: str, repeat: int = 5, *, slow_ms: float = 300.0, label: str | None = None) -> list[tuple[str, float, float]]:
+    """Ask every one of `ENDPOINTS` `repeat` times of the dashboard over the store at `url` (starlette's
+    TestClient: routing, the query, JSON); print and return (path, median ms, worst ms) per endpoint.
+    `slow_ms`: the median that is flagged."""
+    from starlette.testclient import TestClient
+
+    from tokentrail.web.server import create_app
+
+    client = TestClient(create_app(url))
+    some_id = client.get("/api/calls?limit=1").json()["calls"][0]["id"]
+    print(f"{label or url}; {repeat} runs each (median / worst, ms)")
+    worst_all = 0.0
+    over = []
+    out = []
+    for path in ENDPOINTS:
+        path = path.replace("{id}", some_id)
+        times = []
+        for _ in range(repeat):
+            began = time.perf_counter()
+            answer = client.get(path)
+            times.append((time.perf_counter() - began) * 1000)
+            assert answer.status_code == 200, (path, answer.status_code, answer.text[:200])
+        worst_all = max(worst_all, max(times))
+        median = statistics.median(times)
+        if median >= slow_ms:
+            over.append(path)
+        out.append((path, median, max(times)))
+        print(f"  {path:<58} {median:7.1f} {max(times):7.1f}{f'   >= {slow_ms:.0f} ms' if path in over else ''}", flush=True)
+    print(f"slowest answer: {worst_all:.1f} ms; {len(ENDPOINTS) - len(over)} of {len(ENDPOINTS)} answer in < {slow_ms:.0f} ms (median)")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=1_000_000)
     parser.add_argument("--store", default="/tmp/tokentrail-bench-dashboard.db")
+    parser.add_argument("--url", help="time an existing store at this URL as it is (any dialect; nothing is filled)")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--slow-ms", type=float, default=300.0, help="flag endpoints whose median is at least this")
     args = parser.parse_args()
+    if args.url:
+        time_endpoints(args.url, args.repeat, slow_ms=args.slow_ms)
+        return
     url = f"sqlite:///{Path(args.store).resolve()}"
 
-    from starlette.testclient import TestClient
-
     from tokentrail import report
-    from tokentrail.web.server import create_app
 
     have = 0
     if Path(args.store).exists():
@@ -104,24 +141,7 @@ def main() -> None:
         began = time.perf_counter()
         fill(url, args.calls)
         print(f"filled {args.calls:,} calls in {time.perf_counter() - began:.1f} s", file=sys.stderr)
-    client = TestClient(create_app(url))
-    some_id = client.get("/api/calls?limit=1").json()["calls"][0]["id"]
-    print(f"{args.calls:,} calls in {args.store}; {args.repeat} runs each (median / worst, ms)")
-    worst_all = 0.0
-    over = []
-    for path in ENDPOINTS:
-        path = path.replace("{id}", some_id)
-        times = []
-        for _ in range(args.repeat):
-            began = time.perf_counter()
-            answer = client.get(path)
-            times.append((time.perf_counter() - began) * 1000)
-            assert answer.status_code == 200, (path, answer.status_code, answer.text[:200])
-        worst_all = max(worst_all, max(times))
-        if statistics.median(times) >= 300:
-            over.append(path)
-        print(f"  {path:<58} {statistics.median(times):7.1f} {max(times):7.1f}{'   >= 300 ms' if path in over else ''}")
-    print(f"slowest answer: {worst_all:.1f} ms; {len(ENDPOINTS) - len(over)} of {len(ENDPOINTS)} answer in < 300 ms (median)")
+    time_endpoints(url, args.repeat, slow_ms=args.slow_ms, label=f"{args.calls:,} calls in {args.store}")
 
 
 if __name__ == "__main__":
