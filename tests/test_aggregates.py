@@ -27,7 +27,9 @@ def calls(n=600, seed=3):
         failed = rng.random() < 0.1
         tin = rng.choice([None, rng.randint(1, 500)])
         out.append(LLMCall(
-            id=f"c{seed}-{i}", started_at=T0 + timedelta(minutes=7 * i + rng.random()), duration_ms=rng.lognormvariate(6, 0.7),
+            id=f"c{seed}-{i}", started_at=T0 + timedelta(minutes=7 * i + rng.random()),
+            # mostly spread over the histogram's buckets; some below the first bound, on a bound, past the last
+            duration_ms=rng.lognormvariate(6, 0.7) if i % 10 else [3.0, 10.0, 14.0, 2e5, 0.0][i // 10 % 5],
             provider=rng.choice(["openai", "anthropic"]), request_model=model, response_model=model or rng.choice([None, "x"]),
             input_tokens=tin, output_tokens=None if tin is None else rng.randint(1, 100), total_tokens=None if tin is None else tin + 1,
             cost_usd=None if tin is None or model is None else tin * 1e-6, ttft_ms=rng.choice([None, rng.uniform(5, 900)]),

@@ -163,6 +163,51 @@ def _grouped_select(dialect: str, agg: Aggregate, source: str, clause: str = "",
             f"GROUP BY {bucket}, {keys}")
 
 
+def _first_bound_above(value: str, lo: int = 0, hi: int = len(BOUNDS)) -> str:
+    """SQL for the index of the first of `BOUNDS[lo:hi]` above `value` (`hi` when none is): a binary search
+    in nested CASEs, five comparisons instead of one per bound. `value` must not be NULL."""
+    if lo == hi:
+        return str(lo)
+    mid = (lo + hi) // 2
+    return (f"CASE WHEN {value} < {BOUNDS[mid]} THEN {_first_bound_above(value, lo, mid)} "
+            f"ELSE {_first_bound_above(value, mid + 1, hi)} END")
+
+
+def _bucket_of(value: str) -> str:
+    """A latency's histogram bucket: it is below `BOUNDS[i]` for every i at or above it (NULL: no latency)."""
+    return f"(CASE WHEN {value} IS NULL THEN NULL ELSE {_first_bound_above(value)} END)"
+
+
+def _histogram_select(dialect: str, agg: Aggregate, source: str, clause: str = "") -> str:
+    """`_grouped_select` for a table with the latency histograms, in two steps so each call is looked at
+    once: the calls grouped by the table's keys and their latency and TTFT buckets (each call's bucket
+    found by one binary search), then those groups by the keys, the cumulative counts taken from the
+    buckets (`l{i}`: calls in bucket i or below). Measured on a 20-call batch: ≈ 45k → ≈ 15k instructions
+    per call against one pass that tests every call against the 56 bounds."""
+    bucket = _bucket(dialect, agg.grain, "started_at")
+    keys = ", ".join(agg.keys)
+    metrics = dict(_metrics())
+    inner = [f"{bucket} AS started_at", keys, f"{_bucket_of(_LATENCY.format(r=''))} AS lb", f"{_bucket_of('ttft_ms')} AS fb"]
+    outer = ["started_at", _key(dialect, agg.keys), keys]
+    for name in agg.summed:
+        if name == "lat_n" or name == "ttft_n":
+            column = "lb" if name == "lat_n" else "fb"
+            outer.append(f"COALESCE(SUM(calls) FILTER (WHERE {column} IS NOT NULL), 0)")
+        elif name[0] in "lf" and name[1:].isdigit():
+            column = "lb" if name[0] == "l" else "fb"
+            outer.append(f"COALESCE(SUM(calls) FILTER (WHERE {column} <= {name[1:]}), 0)")
+        else:
+            inner.append(f"{_sum(name, metrics[name])} AS {name}")
+            outer.append(f"SUM({name})")
+    return (f"SELECT {', '.join(outer)} FROM (SELECT {', '.join(inner)} FROM {source}{clause} "
+            f"GROUP BY 1, {keys}, lb, fb) AS per_bucket GROUP BY started_at, {keys}")
+
+
+def _select(dialect: str, agg: Aggregate, source: str, clause: str = "") -> str:
+    """The rows of `agg` for the calls in `source` matching `clause`, as the writer and the prune keep them."""
+    return _histogram_select(dialect, agg, source, clause) if agg.histograms else _grouped_select(dialect, agg, source, clause)
+
+
 def migration(dialect: Any) -> list[str]:
     """Schema version 6: the aggregate tables, their triggers, and their backfill from the stored calls
     (append-only: version 7 drops the triggers, `drop_triggers`)."""
@@ -242,7 +287,7 @@ def narrow(dialect: Any) -> list[str]:
 def _rebuild(dialect: str, agg: Aggregate, clause: str, params: list[Any]) -> list[tuple[str, Any, bool]]:
     """Delete the aggregate rows whose bucket matches `clause` and make them again from the calls."""
     return [(f"DELETE FROM {agg.name}{clause}", params, False),
-            (f"INSERT INTO {agg.name} ({_columns(agg)}) {_grouped_select(dialect, agg, 'llm_calls', clause)}", params, False)]
+            (f"INSERT INTO {agg.name} ({_columns(agg)}) {_select(dialect, agg, 'llm_calls', clause)}", params, False)]
 
 
 def rebuild_sql(style: str, before: Any) -> list[tuple[str, Any, bool]]:
@@ -280,7 +325,7 @@ def batch_sql(style: str, since: Any = None) -> list[tuple[str, Any, bool]]:
         # PostgreSQL: rows upserted in key order, so two writers' transactions lock them in the same order
         order = "" if sqlite else " ORDER BY 1, 2"
         statements = _batch[style] = [
-            (f"INSERT INTO {agg.name} ({_columns(agg)}) {_grouped_select(dialect, agg, source, clause)}{order}"
+            (f"INSERT INTO {agg.name} ({_columns(agg)}) {_select(dialect, agg, source, clause)}{order}"
              f"{_upsert_tail(dialect, agg)}", None, False) for agg in AGGREGATES]
     return [(sql, [since] if sqlite else (), many) for sql, _, many in statements]
 
