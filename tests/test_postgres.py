@@ -291,3 +291,15 @@ def test_the_cli_on_a_server_that_is_down_says_so_in_one_line(pg_server, pg_url)
         pg_server.start()
     assert result.exit_code == 1 and "cannot reach the store" in result.output
     assert "Traceback" not in result.output
+
+
+def test_sessions_run_without_jit_and_with_room_to_sort_unless_the_url_says_otherwise(pg_url):
+    # JIT compiling cost more than running the reports' statements, and their sorts spilled at 4 MB.
+    store = tokentrail.open_store(pg_url)
+    assert [store._read(f"SHOW {name}")[0][0] for name in ("jit", "work_mem", "TimeZone")] == ["off", "64MB", "UTC"]
+    store.close()
+    sep = "&" if "?" in pg_url else "?"
+    tuned = tokentrail.open_store(f"{pg_url}{sep}options=-c%20work_mem%3D16MB%20-c%20timezone%3DEurope/Paris")
+    # the URL's own options win over the tuning, not over the time zone the store reads times in
+    assert [tuned._read(f"SHOW {name}")[0][0] for name in ("jit", "work_mem", "TimeZone")] == ["off", "16MB", "UTC"]
+    tuned.close()

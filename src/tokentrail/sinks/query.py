@@ -150,7 +150,9 @@ class QueryBuilder:
             if name == self.time_column:
                 return f"ORDER BY {name} {direction}, id {direction}"
             expr = self.expression(name, "sort by")
-            return f"ORDER BY ({expr}) IS NULL, {expr} {direction}, {self.time_column} {direction}, id {direction}"
+            # NULLS LAST rather than `(expr) IS NULL` first: an index on the field can then give the order
+            # (PostgreSQL's on cost_usd: the costliest calls of a 10,000,000-call store without a full scan)
+            return f"ORDER BY {expr} {direction} NULLS LAST, {self.time_column} {direction}, id {direction}"
         raise ValueError(f"order must be 'newest', 'oldest' or one of {', '.join(SORTABLE)} (-field: largest first), "
                          f"not {order!r}")
 

@@ -136,6 +136,8 @@ def migrations(dialect: Dialect) -> dict[int, list[str]]:
         6: aggregates.migration(dialect),  # hourly/daily aggregates kept by triggers, backfilled (sinks/aggregates.py)
         7: aggregates.drop_triggers(dialect),  # the aggregates kept per batch by the writer, not per row by triggers
         8: aggregates.narrow(dialect),  # the daily (customer, user) aggregates: sums and counts only, no histograms
+        9: ([] if dialect.name == "sqlite" else  # the costliest calls (the dashboard's sort) without a full scan
+            ["CREATE INDEX IF NOT EXISTS ix_llm_calls_cost_usd ON llm_calls (cost_usd DESC NULLS LAST)"]),
     }
 
 
