@@ -2,6 +2,7 @@
 
     python bench/store_write.py                   # the aggregates kept per batch (grouped in SQL, schema 8)
     python bench/store_write.py --no-aggregates   # the same writes, the aggregates not maintained
+    python bench/store_write.py --calls 1000000 --batch 20 --trace-ids random   # the trace ids of before
     PYTHONPATH=<an older checkout>/src python bench/store_write.py   # e.g. schema 6's per-row triggers
 
 Prints µs per record (wall time of `export`, median of `--runs` fresh stores): the cost on the
@@ -19,7 +20,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 
-def make_calls(n: int) -> list:
+def make_calls(n: int, trace_ids: str = "ordered") -> list:
+    """`trace_ids`: "ordered" as tokentrail makes them (their millisecond first, context.new_trace_id) or
+    "random" (128 random bits, as before: each record lands on a random page of the trace_id index)."""
     from tokentrail.record import LLMCall
 
     rng = random.Random(7)
@@ -30,8 +33,11 @@ def make_calls(n: int) -> list:
         model = rng.choice(models)
         tin, tout = rng.randint(50, 3000), rng.randint(5, 800)
         failed = rng.random() < 0.03
+        started = t0 + timedelta(seconds=30 * i)
+        millis = int(started.timestamp() * 1000)
+        trace = rng.getrandbits(128) if trace_ids == "random" else millis << 80 | rng.getrandbits(80)
         out.append(LLMCall(
-            id=f"w{i}", started_at=t0 + timedelta(seconds=30 * i), duration_ms=rng.lognormvariate(6, 0.7),
+            id=f"{millis:012x}{rng.getrandbits(64):016x}", trace_id=f"{trace:032x}", started_at=started, duration_ms=rng.lognormvariate(6, 0.7),
             provider="anthropic" if model.startswith("claude") else "openai", operation="chat",
             request_model=model, response_model=model, input_tokens=tin, output_tokens=tout, total_tokens=tin + tout,
             cost_usd=tin * 2e-6 + tout * 8e-6, ttft_ms=rng.uniform(80, 900), customer_id=f"cust-{rng.randrange(200)}",
@@ -63,13 +69,15 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-aggregates", action="store_true", help="do not maintain the aggregates (per-batch code only)")
+    parser.add_argument("--trace-ids", choices=("ordered", "random"), default="ordered",
+                        help="trace ids as tokentrail makes them (time first), or 128 random bits")
     args = parser.parse_args()
     import tokentrail
 
-    records = make_calls(args.calls)
+    records = make_calls(args.calls, args.trace_ids)
     times = [run(records, args.batch, not args.no_aggregates) for _ in range(args.runs)]
     print(f"tokentrail {Path(tokentrail.__file__).parent}: {args.calls} calls in batches of {args.batch}, "
-          f"aggregates {'off' if args.no_aggregates else 'on'}: {statistics.median(times):.1f} µs per record "
+          f"aggregates {'off' if args.no_aggregates else 'on'}, {args.trace_ids} trace ids: {statistics.median(times):.1f} µs per record "
           f"(runs: {', '.join(f'{t:.1f}' for t in times)})")
 
 
