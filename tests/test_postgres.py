@@ -303,3 +303,24 @@ def test_sessions_run_without_jit_and_with_room_to_sort_unless_the_url_says_othe
     # the URL's own options win over the tuning, not over the time zone the store reads times in
     assert [tuned._read(f"SHOW {name}")[0][0] for name in ("jit", "work_mem", "TimeZone")] == ["off", "16MB", "UTC"]
     tuned.close()
+
+
+def test_the_costliest_calls_of_a_model_are_read_from_an_index(pg_url):
+    """Schema 9: (model, cost) and cost indexes, spelled as the query layer writes its `model` and sort."""
+    import psycopg
+
+    from tokentrail.sinks.query import QueryBuilder
+
+    store = tokentrail.open_store(pg_url)
+    store.export([call(i, cost_usd=0.01 * i) for i in range(20)])
+    query = QueryBuilder(store.codecs[LLMCall].columns, "started_at", style="format")
+    plans = {}
+    for name, where in (("model", {"model": "gpt-4o"}), ("all", None)):
+        clause, params = query.where(where=where)
+        sql = f"SELECT id FROM llm_calls{clause} {query.order('-cost_usd')} LIMIT 50"
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute("SET enable_seqscan = off")  # a 20-row table: make the planner say which index it can use
+            plans[name] = "\n".join(row[0] for row in conn.execute(f"EXPLAIN {sql}", params))
+    assert "Index" in plans["model"] and "coalesce_cost_usd" in plans["model"], plans["model"]
+    assert "Index" in plans["all"] and "cost_usd" in plans["all"] and "Seq Scan" not in plans["all"], plans["all"]
+    store.close()

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from decimal import Decimal
 from typing import Any, Callable, Sequence
 
 from ..times import parse_time
@@ -348,10 +347,6 @@ def _percentile(cumulative: Sequence[float], total: float, p: float) -> float | 
     return BOUNDS[-1]
 
 
-def _num(value: Any) -> Any:
-    return int(value) if type(value) is Decimal else value
-
-
 def aggregated(read: Callable[[str, Sequence[Any]], list[Any]], style: str, group_by: Sequence[str] | str,
                since: Any, until: Any, where: Any, *, percentiles: bool, columns: Sequence[str],
                min_calls: int | None = None) -> list[dict[str, Any]] | None:
@@ -378,7 +373,7 @@ def aggregated(read: Callable[[str, Sequence[Any]], list[Any]], style: str, grou
         wanted = SUMMED if histograms else SUMS  # sums only: 12 columns, not 70
         inner = _sums_sql(query, agg.name, exprs, low, high, where, wanted, aggregate=True)
         rows = read(*inner)
-        calls = sum(_num(row[len(exprs)]) or 0 for row in rows)
+        calls = sum(int(row[len(exprs)] or 0) for row in rows)
         if calls < (MIN_CALLS if min_calls is None else min_calls):
             return None
         raw = QueryBuilder(columns, "started_at", style=style)
@@ -437,7 +432,11 @@ def _sums_sql(query: QueryBuilder, table: str, exprs: list[str], since: Any, unt
               wanted: Sequence[str], *, aggregate: bool) -> tuple[str, list[Any]]:
     clause, params = query.where(since=since, until=until, where=where)
     select = [f"{e} AS g{i}" for i, e in enumerate(exprs)]
-    select += [f"SUM({name})" if aggregate else ("COUNT(*)" if name == "calls" else f"SUM({expr})")
+    # PostgreSQL sums BIGINT columns as NUMERIC, slowly (0.9 s of 1.3 s over 1.8M daily rows): as float8 they
+    # are exact up to 2**53 and read back as ints (`_rows`).
+    cast = "::float8" if query.style != "qmark" else ""
+    select += [(f"SUM({name})" if name == "cost_usd" else f"SUM({name}{cast})") if aggregate
+               else ("COUNT(*)" if name == "calls" else f"SUM({expr})")
                for name, expr in _metrics() if name in wanted]
     sql = f"SELECT {', '.join(select)} FROM {table}{clause}"
     if exprs:
@@ -447,10 +446,11 @@ def _sums_sql(query: QueryBuilder, table: str, exprs: list[str], since: Any, unt
 
 def _rows(rows: list[Any], keys: list[str], wanted: Sequence[str], percentiles: bool) -> list[dict[str, Any]]:
     n = len(keys)
+    cost = list(wanted).index("cost_usd") if "cost_usd" in wanted else -1
     merged: dict[tuple[Any, ...], list[Any]] = {}
     for row in rows:
         key = tuple(row[:n])
-        values = [_num(v) for v in row[n:]]
+        values = [v if v is None or i == cost else int(v) for i, v in enumerate(row[n:])]  # counts and tokens are whole
         have = merged.get(key)
         if have is None:
             merged[key] = values
