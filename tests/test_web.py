@@ -119,6 +119,18 @@ def test_breakdowns_by_each_dimension(client):
     assert rows[0]["cost_usd"] >= rows[-1]["cost_usd"]  # costliest first
 
 
+def test_a_breakdown_lists_the_costliest_groups_and_sums_the_rest(client):
+    every = client.get("/api/breakdown?by=user").json()
+    assert every["rest"] is None and len(every["rows"]) > 2
+    top = client.get("/api/breakdown?by=user&top=2").json()
+    assert top["rows"] == every["rows"][:2]
+    left = every["rows"][2:]
+    assert top["rest"]["groups"] == len(left) and top["rest"]["calls"] == sum(r["calls"] for r in left)
+    assert top["rest"]["cost_usd"] == pytest.approx(sum(r["cost_usd"] or 0 for r in left))
+    assert top["rest"]["total_tokens"] == sum(r["total_tokens"] or 0 for r in left)
+    assert client.get("/api/breakdown?by=user&top=0").status_code == 400
+
+
 def test_outcomes_have_cost_per_outcome(client):
     rows = client.get("/api/outcomes").json()["rows"]
     assert [(r["workflow"], r["outcome"], r["count"]) for r in rows] == [("ticket", "resolved", 1)]

@@ -281,3 +281,21 @@ def test_an_empty_store_shows_how_to_record_the_first_call(browser, tmp_path):
         context.close()
     finally:
         server.stop()
+
+
+def test_a_long_breakdown_shows_the_costliest_and_sums_the_rest(page, dashboard, store, monkeypatch):
+    from tokentrail.web import server as web_server
+
+    monkeypatch.setattr(web_server, "BREAKDOWN_TOP", 2)  # the page's default; 100 in use
+    groups = report.breakdown(tokentrail.open_store(store), ("user",))
+    load(page, dashboard.url)
+    page.select_option("#range", "")  # all time, as `groups`
+    page.click("#breakdown .tabs button[data-by='user']")
+    page.wait_for_function("document.querySelector('#breakdown-key').textContent === 'user'")
+    page.wait_for_function("document.querySelectorAll('#breakdown-table tbody tr').length === 3 && "
+                           f"document.querySelector('#breakdown-table tbody tr td').innerText === {groups[0]['user']!r}")
+    rows = page.locator("#breakdown-table tbody tr")
+    assert rows.nth(0).locator("td").first.inner_text() == groups[0]["user"]
+    assert rows.nth(2).locator("td").first.inner_text() == f"{len(groups) - 2} more"
+    assert rows.nth(2).locator("td").nth(1).inner_text() == str(sum(g["calls"] for g in groups[2:]))
+    assert not page.problems, page.problems

@@ -12,7 +12,8 @@ Decisions a user can see:
   `Authorization: Bearer …` header, or the cookie — or gets 401. On loopback
   the `Host` header must name a loopback host (a page on another site cannot
   reach the dashboard through DNS rebinding).
-- **API.** `GET /api/summary`, `/api/timeseries`, `/api/breakdown?by=`,
+- **API.** `GET /api/summary`, `/api/timeseries`, `/api/breakdown?by=` (the
+  costliest `top` groups, 100 unless said, and the `rest` summed),
   `/api/calls`, `/api/calls/{id}`, `/api/errors`, `/api/outcomes`,
   `/api/trace/{ref}`, `/api/values?field=`, `/api/cursor`, and the answers
   no other tracker gives: `/api/reprice?to=MODEL&by=` (what if the calls had
@@ -71,6 +72,9 @@ def is_loopback(host: str) -> bool:
 
 class BadRequest(ValueError):
     pass
+
+
+BREAKDOWN_TOP = 100  # groups a breakdown lists; the others are summed in its `rest`
 
 
 def _int(request: Request, name: str, default: int) -> int:
@@ -200,7 +204,17 @@ def create_app(store: Any = None, *, token: str | None = None, allowed_hosts: tu
     def breakdown(request: Request) -> Any:
         since, until = _range(request)
         by = [b for b in request.query_params.get("by", "model").split(",") if b]
-        return {"by": by, "rows": report.breakdown(opened, by, since, until, _where(request))}
+        top = _int(request, "top", BREAKDOWN_TOP)
+        if top < 1:
+            raise BadRequest(f"top must be at least 1, not {top}")
+        rows = report.breakdown(opened, by, since, until, _where(request))
+        # The costliest `top` groups, and the rest summed in one line: 20,000 users are no table to read
+        # (nor 6.7 MB of JSON to send and a page to lay out).
+        rest = rows[top:]
+        return {"by": by, "rows": rows[:top], "rest": {
+            "groups": len(rest), "calls": sum(r["calls"] for r in rest),
+            "total_tokens": sum(r["total_tokens"] or 0 for r in rest),
+            "cost_usd": sum(r["cost_usd"] or 0.0 for r in rest)} if rest else None}
 
     def calls(request: Request) -> Any:
         since, until = _range(request)

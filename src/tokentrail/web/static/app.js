@@ -115,13 +115,18 @@ async function loadCharts() {
 // -- breakdown, errors, outcomes -------------------------------------------------------------------------
 async function loadBreakdown() {
   const data = await api("breakdown", query({ by: state.by }));
-  const total = data.rows.reduce((a, r) => a + (r.cost_usd || 0), 0);
+  const rest = data.rest;
+  const total = data.rows.reduce((a, r) => a + (r.cost_usd || 0), 0) + (rest ? rest.cost_usd : 0);
   $("#breakdown-key").textContent = state.by;
   $("#breakdown-table tbody").innerHTML = data.rows.length ? data.rows.map((r) => `<tr>
     <td>${r[state.by] === null ? '<span class="muted">(none)</span>' : esc(r[state.by])}</td><td class="num">${whole(r.calls)}</td>
     <td class="num">${count(r.total_tokens || 0)}</td><td class="num">${money(r.cost_usd)}</td>
     <td class="num">${total ? pct((r.cost_usd || 0) / total) : "–"}</td><td class="num opt">${pct(r.error_rate)}</td>
-    <td class="num opt">${ms(r.p95_ms)}</td></tr>`).join("") : '<tr><td colspan="7" class="muted">No calls in this range.</td></tr>';
+    <td class="num opt">${ms(r.p95_ms)}</td></tr>`).join("") + (rest ? `<tr class="rest">
+    <td class="muted">${whole(rest.groups)} more</td><td class="num">${whole(rest.calls)}</td>
+    <td class="num">${count(rest.total_tokens)}</td><td class="num">${money(rest.cost_usd)}</td>
+    <td class="num">${total ? pct(rest.cost_usd / total) : "–"}</td><td class="num opt"></td><td class="num opt"></td></tr>` : "")
+    : '<tr><td colspan="7" class="muted">No calls in this range.</td></tr>';
 }
 async function loadErrors() {
   const data = await api("errors", query());
