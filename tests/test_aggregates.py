@@ -194,3 +194,44 @@ def test_customer_and_user_breakdowns_take_sums_from_the_daily_tables_and_percen
         for a, b in zip(fast, slow):
             assert {k: a[k] for k in (*INTS, "p50_ms", "p95_ms", "ttft_p50_ms")} == \
                    {k: b[k] for k in (*INTS, "p50_ms", "p95_ms", "ttft_p50_ms")}
+
+
+def months_of_calls(n=900, seed=11):
+    """Calls over four months (Jan 10 – May 8), a few users: what the monthly user table is for."""
+    rng = random.Random(seed)
+    start = datetime(2026, 1, 10, 5, 30, tzinfo=timezone.utc)
+    return [LLMCall(id=f"m{seed}-{i}", started_at=start + timedelta(hours=3.2 * i + rng.random()),
+                    duration_ms=rng.lognormvariate(6, 0.7), provider="openai", request_model=rng.choice(["gpt-4o", None]),
+                    input_tokens=rng.randint(1, 900), output_tokens=rng.randint(1, 90), cost_usd=rng.choice([None, 1e-3]),
+                    user_id=rng.choice(["ann", "bob", "cy", None]), customer_id=rng.choice(["acme", None]),
+                    error_type=rng.choice([None] * 9 + ["E"])) for i in range(n)]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_breakdown_by_user_over_months_reads_the_monthly_table_and_its_edges_from_the_daily_one(backend, tmp_path, monkeypatch, request):
+    url = f"sqlite:///{tmp_path / 'm.db'}" if backend == "sqlite" else request.getfixturevalue("pg_url")
+    store = open_store(url)
+    records = months_of_calls()
+    store.export(records[:500])
+    store.export(records[450:])  # a retried overlap, counted once
+    monkeypatch.setattr(aggregates, "MIN_CALLS", 0)
+    tables = []
+    real = store._read
+    monkeypatch.setattr(store, "_read", lambda sql, params=(): tables.append(sql) or real(sql, params))
+    cases = [
+        (None, None, None),  # all time: the months, no edge
+        (datetime(2026, 1, 20, 13, 7, tzinfo=timezone.utc), datetime(2026, 4, 3, 8, 0, tzinfo=timezone.utc), None),
+        (datetime(2026, 2, 1, tzinfo=timezone.utc), None, {"user_id": ["ann", "bob"]}),
+        (None, datetime(2026, 3, 15, 22, 40, tzinfo=timezone.utc), {"customer_id": "acme"}),  # not a key: the raw calls
+        (datetime(2026, 3, 2, tzinfo=timezone.utc), datetime(2026, 3, 28, tzinfo=timezone.utc), None),  # inside a month
+    ]
+    for since, until, where in cases:
+        del tables[:]
+        same(store, ("user",), since, until, where)
+        used = " ".join(tables)
+        if where is None or "customer_id" not in where:
+            if since is not None and until is not None and since.month == until.month:
+                assert "llm_calls_user_monthly" not in used and "llm_calls_user_daily" in used
+            else:
+                assert "llm_calls_user_monthly" in used, (since, until, where)
+    store.close()

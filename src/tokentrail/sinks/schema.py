@@ -136,7 +136,7 @@ def migrations(dialect: Dialect) -> dict[int, list[str]]:
         6: aggregates.migration(dialect),  # hourly/daily aggregates kept by triggers, backfilled (sinks/aggregates.py)
         7: aggregates.drop_triggers(dialect),  # the aggregates kept per batch by the writer, not per row by triggers
         8: aggregates.narrow(dialect),  # the daily (customer, user) aggregates: sums and counts only, no histograms
-        9: ([] if dialect.name == "sqlite" else [  # the costliest calls (the dashboard's sort) without a full scan:
+        9: aggregates.monthly(dialect) + ([] if dialect.name == "sqlite" else [  # the costliest calls without a full scan:
             "CREATE INDEX IF NOT EXISTS ix_llm_calls_cost_usd ON llm_calls (cost_usd DESC NULLS LAST)",
             # … of one model too. Without it the planner, blind to how common a model is, walked the cost
             # index for every model: 20 s for a cheap one at 10,000,000 calls (≈ 1 ms with it). The
