@@ -240,3 +240,17 @@ def test_opening_a_current_store_needs_no_write_lock(tmp_path):
         assert store.schema_version() == SCHEMA_VERSION
     finally:
         holder.execute("ROLLBACK")
+
+
+def test_a_batch_of_many_shapes_and_sizes_is_written_whole_and_once(tmp_path):
+    # Rows go in as multi-row INSERTs of 2**k rows (at most 999 values a statement): every size and
+    # shape must land once, a retried batch add nothing.
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'x.db'}")
+    batch = [call(i, user_id=f"u{i}" if i % 3 else None, feature="f" if i % 5 == 0 else None,
+                  metadata={"i": i} if i % 7 == 0 else None) for i in range(203)]
+    store.export(batch)
+    store.export(batch[100:150])
+    got = {c.id: c for c in store.calls(limit=None)}
+    assert len(got) == 203
+    assert all((got[r.id].user_id, got[r.id].feature, got[r.id].metadata) == (r.user_id, r.feature, r.metadata) for r in batch)
+    assert store.summary(group_by=(), percentiles=False)[0]["calls"] == 203
