@@ -68,6 +68,7 @@ def same(store, group_by, since, until, where):
     assert [key(r) for r in fast] == [key(r) for r in slow]
     for a, b in zip(fast, slow):
         assert {k: a[k] for k in INTS} == {k: b[k] for k in INTS}
+        assert all(a[k] is None or type(a[k]) is int for k in INTS), a  # whole numbers, as the raw calls give
         assert (a["cost_usd"] is None) == (b["cost_usd"] is None)
         assert a["cost_usd"] == pytest.approx(b["cost_usd"])
 
