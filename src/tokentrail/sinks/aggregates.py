@@ -377,13 +377,28 @@ def _percentile(cumulative: Sequence[float], total: float, p: float) -> float | 
 
 def aggregated(read: Callable[[str, Sequence[Any]], list[Any]], style: str, group_by: Sequence[str] | str,
                since: Any, until: Any, where: Any, *, percentiles: bool, columns: Sequence[str],
-               min_calls: int | None = None, finest: str = "month") -> list[dict[str, Any]] | None:
+               min_calls: int | None = None) -> list[dict[str, Any]] | None:
     """`summary()` rows from the aggregates plus the raw edges, or None when no aggregate table can answer
     (a grouping or filter it does not keep, a range inside one bucket, fewer than `MIN_CALLS` calls).
-    A month table's edges (the partial months) are answered the same way by the finer tables (`finest`:
-    the coarsest grain this call may use), and theirs from the calls."""
+    A month table's edges (the partial months) are answered the same way by the finer tables, and
+    theirs from the calls."""
     groups = [group_by] if isinstance(group_by, str) else list(group_by or ())
     keys = [str(g).strip().lower() for g in groups]
+    found = _sum_rows(read, style, groups, keys, since, until, where, percentiles, columns, min_calls, "month")
+    if found is None:
+        return None
+    rows, wanted, histograms = found
+    out = _rows(rows, keys, wanted, histograms)
+    if percentiles and not histograms:
+        _sampled_percentiles(read, style, groups, keys, since, until, where, columns, out)
+    return out
+
+
+def _sum_rows(read: Callable[[str, Sequence[Any]], list[Any]], style: str, groups: list[Any], keys: list[str],
+              since: Any, until: Any, where: Any, percentiles: bool, columns: Sequence[str], min_calls: int | None,
+              finest: str) -> tuple[list[Any], list[str], bool] | None:
+    """`aggregated`'s rows before they are merged: (keys…, sums…) per table or edge read, the sums read,
+    whether they hold the histograms. `finest`: the coarsest grain this call may use."""
     start = parse_time(since) if since is not None else None
     end = parse_time(until) if until is not None else None
     for agg in _READ_ORDER:
@@ -404,8 +419,7 @@ def aggregated(read: Callable[[str, Sequence[Any]], list[Any]], style: str, grou
             return None
         histograms = percentiles and agg.histograms
         wanted = SUMMED if histograms else SUMS  # sums only: 12 columns, not 70
-        inner = _sums_sql(query, agg.name, exprs, low, high, where, wanted, aggregate=True)
-        rows = read(*inner)
+        rows = list(read(*_sums_sql(query, agg.name, exprs, low, high, where, wanted, aggregate=True)))
         calls = sum(int(row[len(exprs)] or 0) for row in rows)
         if calls < (MIN_CALLS if min_calls is None else min_calls):
             if monthly:
@@ -419,16 +433,14 @@ def aggregated(read: Callable[[str, Sequence[Any]], list[Any]], style: str, grou
         if end is not None and (high is None or high < end):
             edges.append((high, end))
         for edge_start, edge_end in edges:
-            finer = aggregated(read, style, groups, edge_start, edge_end, where, percentiles=False, columns=columns,
-                               min_calls=0, finest="day") if monthly else None
-            if finer is not None:  # back to (keys…, sums…) rows, as `_rows` merges them
-                rows += [[item[k] for k in keys] + [item[name] for name in wanted] for item in finer]
+            # a month table's partial months from the daily tables (the same sums: no histograms), else the calls
+            finer = _sum_rows(read, style, groups, keys, edge_start, edge_end, where, False, columns, 0, "day") \
+                if monthly else None
+            if finer is not None:
+                rows += finer[0]
             else:
                 rows += read(*_sums_sql(raw, "llm_calls", raw_exprs, edge_start, edge_end, where, wanted, aggregate=False))
-        out = _rows(rows, keys, wanted, histograms)
-        if percentiles and not histograms:
-            _sampled_percentiles(read, style, groups, keys, since, until, where, columns, out)
-        return out
+        return rows, wanted, histograms
     return None
 
 
