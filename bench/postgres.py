@@ -326,7 +326,7 @@ def main() -> None:
                 for name, store_url in (("SQLite", f"sqlite:///{tmp}/bench.db"), ("PostgreSQL", url)):
                     if name == "PostgreSQL" and server is not None:
                         store_url = server.create_database("throughput")
-                    print(f"   {name:<10} store.export (SQLite executemany, PostgreSQL COPY): {throughput(store_url, args.records, 'export'):>9,.0f} records/s")
+                    print(f"   {name:<10} store.export (SQLite multi-row INSERT, PostgreSQL COPY): {throughput(store_url, args.records, 'export'):>9,.0f} records/s")
                 for name, store_url in (("SQLite", f"sqlite:///{tmp}/bench2.db"), ("PostgreSQL", url)):
                     if name == "PostgreSQL" and server is not None:
                         store_url = server.create_database("pipeline")
