@@ -215,17 +215,21 @@ def _select(dialect: str, agg: Aggregate, source: str, clause: str = "") -> str:
     return _histogram_select(dialect, agg, source, clause) if agg.histograms else _grouped_select(dialect, agg, source, clause)
 
 
+def _column_defs(dialect: Any, agg: Aggregate, summed: Sequence[str]) -> str:
+    """The columns of an aggregate table keeping `summed`, as CREATE TABLE lists them."""
+    integer, real = dialect.types["int"], dialect.types["float"]
+    cols = [f"started_at {dialect.types.get('datetime', 'TEXT')}", "k TEXT NOT NULL", *(f"{k} TEXT" for k in agg.keys)]
+    cols += [f"{n} {real if n == 'cost_usd' else integer}" + ("" if n in _NULLABLE else " NOT NULL") for n in summed]
+    return "\n  " + ",\n  ".join(cols) + "\n"
+
+
 def migration(dialect: Any) -> list[str]:
     """Schema version 6: the aggregate tables, their triggers, and their backfill from the stored calls
     (append-only: version 7 drops the triggers, `drop_triggers`)."""
     name = dialect.name
-    time_type = dialect.types.get("datetime", "TEXT")
-    integer, real = dialect.types["int"], dialect.types["float"]
     statements = []
     for agg in _SCHEMA_8:
-        cols = [f"started_at {time_type}", "k TEXT NOT NULL", *(f"{k} TEXT" for k in agg.keys)]
-        cols += [f"{n} {real if n == 'cost_usd' else integer}" + ("" if n in _NULLABLE else " NOT NULL") for n in SUMMED]
-        statements.append(f"CREATE TABLE IF NOT EXISTS {agg.name} (\n  " + ",\n  ".join(cols) + "\n)")
+        statements.append(f"CREATE TABLE IF NOT EXISTS {agg.name} ({_column_defs(dialect, agg, SUMMED)})")
         statements.append(f"CREATE UNIQUE INDEX IF NOT EXISTS ix_{agg.name}_key ON {agg.name} (started_at, k)")
         statements.append(f"INSERT INTO {agg.name} ({_columns(agg, SUMMED)}) "
                           f"{_grouped_select(name, agg, 'llm_calls', summed=SUMMED)}")
@@ -267,13 +271,9 @@ def _ceil(moment: datetime, grain: str) -> datetime:
 
 def monthly(dialect: Any) -> list[str]:
     """Schema version 9: the aggregate tables added after 8 (`AGGREGATES[3:]`), backfilled from the calls."""
-    integer, real = dialect.types["int"], dialect.types["float"]
-    time_type = dialect.types.get("datetime", "TEXT")
     statements = []
     for agg in AGGREGATES[len(_SCHEMA_8):]:
-        cols = [f"started_at {time_type}", "k TEXT NOT NULL", *(f"{k} TEXT" for k in agg.keys)]
-        cols += [f"{n} {real if n == 'cost_usd' else integer}" + ("" if n in _NULLABLE else " NOT NULL") for n in agg.summed]
-        statements += [f"CREATE TABLE IF NOT EXISTS {agg.name} (\n  " + ",\n  ".join(cols) + "\n)",
+        statements += [f"CREATE TABLE IF NOT EXISTS {agg.name} ({_column_defs(dialect, agg, agg.summed)})",
                        f"CREATE UNIQUE INDEX IF NOT EXISTS ix_{agg.name}_key ON {agg.name} (started_at, k)",
                        f"INSERT INTO {agg.name} ({_columns(agg)}) {_select(dialect.name, agg, 'llm_calls')}"]
     return statements
@@ -293,16 +293,12 @@ def drop_triggers(dialect: Any) -> list[str]:
 def narrow(dialect: Any) -> list[str]:
     """Schema version 8: the daily tables (by customer, by user) keep the sums and counts only, not the
     histograms (what they cost the writer was most of the aggregates'); their rows are copied over."""
-    integer, real = dialect.types["int"], dialect.types["float"]
-    time_type = dialect.types.get("datetime", "TEXT")
     statements = []
     for agg in _SCHEMA_8:
         if agg.histograms:
             continue
-        cols = [f"started_at {time_type}", "k TEXT NOT NULL", *(f"{k} TEXT" for k in agg.keys)]
-        cols += [f"{n} {real if n == 'cost_usd' else integer}" + ("" if n in _NULLABLE else " NOT NULL") for n in SUMS]
         statements += [
-            f"CREATE TABLE {agg.name}_v8 (\n  " + ",\n  ".join(cols) + "\n)",
+            f"CREATE TABLE {agg.name}_v8 ({_column_defs(dialect, agg, SUMS)})",
             f"INSERT INTO {agg.name}_v8 ({_columns(agg)}) SELECT {_columns(agg)} FROM {agg.name}",
             f"DROP TABLE {agg.name}",
             f"ALTER TABLE {agg.name}_v8 RENAME TO {agg.name}",
