@@ -17,6 +17,7 @@ from tokentrail import report
 from tokentrail.cli import main
 from tokentrail.errors import ConfigError, RecordsRejected
 from tokentrail.record import LLMCall, Outcome, Span, ToolCall
+from tokentrail.sinks import aggregates
 
 T0 = datetime(2026, 9, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -50,6 +51,22 @@ def test_round_trip_every_field_type_and_a_retry_writes_nothing_twice(pg_url):
     assert store.calls() == [rich]
     assert store.tool_calls()[0].arguments == {"q": 1}
     assert store.outcomes()[0].value == 3.0 and store.spans()[0].name == "run"
+    store.close()
+
+
+def test_a_batch_with_known_or_repeated_ids_is_written_and_summed_once(store_url, monkeypatch):
+    """A new batch goes in as a plain insert; one holding an id already stored (a retry whose commit was
+    lost) or the same record twice takes the ON CONFLICT path: either way each call is stored and summed once."""
+    monkeypatch.setattr(aggregates, "MIN_CALLS", 0)  # the sums below come from the aggregate tables
+    store = tokentrail.open_store(store_url)
+    store.export([call(i) for i in range(4)])
+    store.export([call(3), call(4), call(5), call(5), call(6)])
+    store.export([call(i) for i in range(7, 10)])
+    assert sorted(c.id for c in store.calls(limit=None)) == [f"c{i:04d}" for i in range(10)]
+    (total,) = store.summary(group_by=())
+    assert total["calls"] == 10 and total["input_tokens"] == 100 and total["cost_usd"] == pytest.approx(0.1)
+    by_customer = {row["customer"]: row["calls"] for row in store.summary(group_by="customer", since=T0)}
+    assert by_customer == {"acme": 5, "globex": 5}
     store.close()
 
 

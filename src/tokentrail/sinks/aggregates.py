@@ -330,24 +330,26 @@ NEW_CALLS = "tt_inserted_calls"  # PostgreSQL: the calls a batch's insert added 
 NEEDED = ("started_at", *dict.fromkeys(k for agg in AGGREGATES for k in agg.keys), "input_tokens", "output_tokens",
           "cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "total_tokens", "cost_usd", "error_type",
           "duration_ms", "ttft_ms")
-_batch: dict[str, list[tuple[str, Any, bool]]] = {}
+_batch: dict[Any, list[tuple[str, Any, bool]]] = {}
 
 
-def batch_sql(style: str, since: Any = None) -> list[tuple[str, Any, bool]]:
+def batch_sql(style: str, since: Any = None, source: str = NEW_CALLS) -> list[tuple[str, Any, bool]]:
     """What adds the calls a transaction inserted to the aggregates, run in that transaction after the insert:
     per aggregate table one `INSERT … SELECT … GROUP BY … ON CONFLICT DO UPDATE` over those calls only
     (the database groups and sums them, no value is bound). SQLite: the calls whose rowid is above `since`,
     the largest rowid read in the transaction before the insert (writers are serialized, new rows number
-    on from it); PostgreSQL: the rows of `NEW_CALLS`, filled by the insert's RETURNING. Calls the insert
-    skipped (known ids: a retried batch) are in neither, so every call counts once."""
+    on from it); PostgreSQL: the rows of `source`, a temporary table holding exactly the calls the insert
+    added (the insert's RETURNING into `NEW_CALLS`, or the staged batch when all of it went in). Calls the
+    insert skipped (known ids: a retried batch) are in neither, so every call counts once."""
     sqlite = style == "qmark"
-    statements = _batch.get(style)
+    key = style if sqlite else (style, source)
+    statements = _batch.get(key)
     if statements is None:
         dialect = "sqlite" if sqlite else "postgresql"
-        source, clause = ("llm_calls", " WHERE rowid > ?") if sqlite else (NEW_CALLS, "")
+        source, clause = ("llm_calls", " WHERE rowid > ?") if sqlite else (source, "")
         # PostgreSQL: rows upserted in key order, so two writers' transactions lock them in the same order
         order = "" if sqlite else " ORDER BY 1, 2"
-        statements = _batch[style] = [
+        statements = _batch[key] = [
             (f"INSERT INTO {agg.name} ({_columns(agg)}) {_select(dialect, agg, source, clause)}{order}"
              f"{_upsert_tail(dialect, agg)}", None, False) for agg in AGGREGATES]
     return [(sql, [since] if sqlite else (), many) for sql, _, many in statements]

@@ -215,7 +215,9 @@ class TableCodec:
 
     def _encoder(self, kind: str, json_kinds: tuple[str, ...], wrap_json: Any) -> Callable[[Any], Any] | None:
         if kind in json_kinds:
-            return _encode_json if self.dialect.text_json else wrap_json
+            # As JSON text, unless the driver wants its own wrapper: PostgreSQL's COPY (text format) parses
+            # text into jsonb itself, ≈ 3 µs a value cheaper than psycopg's Jsonb and its json.dumps.
+            return wrap_json or _encode_json
         if kind == "datetime" and self.dialect.text_times:
             return _iso
         return None
