@@ -30,6 +30,7 @@
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import statistics
 import subprocess
@@ -69,29 +70,61 @@ WRITER = textwrap.dedent("""
                             for ms in [base + (b * 2000 + i) * 3]])
         while time.time() < start_at:
             time.sleep(0.001)
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.process_time()
         for batch in batches:
             store.export(batch)
     else:
         tokentrail.init(store=url, instrument=False, queue_size=max(n, 100000))
         while time.time() < start_at:
             time.sleep(0.001)
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.process_time()
         with tokentrail.attributes(customer_id="acme", feature="chat"):
             for i in range(n):
                 tokentrail.log_llm_call(provider="openai", model="gpt-4o-mini", duration_ms=812.5,
                                         usage={"input_tokens": 1200, "output_tokens": 230})
         assert tokentrail.flush(600)
-    print(time.perf_counter() - began)
+    print(time.perf_counter() - began, time.process_time() - cpu)
 """)
 
 
-def throughput(url: str, per_process: int, mode: str) -> float:
+def _server_cpu_s() -> float | None:
+    """CPU seconds used so far by the PostgreSQL processes on this machine (its server and backends, those
+    still running and those that ended),
+    or None where /proc does not tell (not Linux)."""
+    total, found = 0, False
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            with open(stat) as f:
+                text = f.read()
+        except OSError:
+            continue
+        if "(postgres)" in text:
+            found = True
+            fields = text.rsplit(")", 1)[1].split()
+            # utime, stime, and cutime, cstime: the backends that ended (their connections closed) and
+            # were reaped by the postmaster count there
+            total += sum(int(x) for x in fields[11:15])
+    return total / os.sysconf("SC_CLK_TCK") if found else None
+
+
+def throughput(url: str, per_process: int, mode: str) -> tuple[float, str]:
+    """Records/s of `PROCESSES` writers, and where the CPU went: the writers' (process CPU, their
+    threads included) and, for PostgreSQL on this machine, the server's, per record, and the rate
+    that CPU allows on this machine's cores (what the figure is bound by when every core is busy)."""
     start_at = time.time() + 3.0
+    server0 = _server_cpu_s() if url.startswith("postgresql") else None
     procs = [subprocess.Popen([sys.executable, "-c", WRITER, url, str(per_process), mode, str(start_at)],
                               stdout=subprocess.PIPE, text=True) for _ in range(PROCESSES)]
-    times = [float(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
-    return PROCESSES * per_process / max(times)
+    figures = [[float(x) for x in p.communicate()[0].strip().splitlines()[-1].split()] for p in procs]
+    server1 = _server_cpu_s() if server0 is not None else None
+    records = PROCESSES * per_process
+    writers_us = sum(cpu for _, cpu in figures) / records * 1e6
+    # The server's CPU from before the writers started to after they ended: their 3-s wait is idle.
+    server_us = (server1 - server0) / records * 1e6 if server1 is not None else 0.0
+    cpu = f"CPU a record: writers {writers_us:.1f} µs" + (f" + server {server_us:.1f} µs" if server1 is not None else "")
+    cores = os.cpu_count() or 1
+    cpu += f"; {cores} cores allow at most {cores / (writers_us + server_us) * 1e6:,.0f}/s"
+    return records / max(wall for wall, _ in figures), cpu
 
 
 # Filled server-side, in insertion (time) order as a real store is: `seq` and the rows' place in their partition
@@ -326,11 +359,13 @@ def main() -> None:
                 for name, store_url in (("SQLite", f"sqlite:///{tmp}/bench.db"), ("PostgreSQL", url)):
                     if name == "PostgreSQL" and server is not None:
                         store_url = server.create_database("throughput")
-                    print(f"   {name:<10} store.export (SQLite multi-row INSERT, PostgreSQL COPY): {throughput(store_url, args.records, 'export'):>9,.0f} records/s")
+                    rate, cpu = throughput(store_url, args.records, "export")
+                    print(f"   {name:<10} store.export (SQLite multi-row INSERT, PostgreSQL COPY): {rate:>9,.0f} records/s  ({cpu})")
                 for name, store_url in (("SQLite", f"sqlite:///{tmp}/bench2.db"), ("PostgreSQL", url)):
                     if name == "PostgreSQL" and server is not None:
                         store_url = server.create_database("pipeline")
-                    print(f"   {name:<10} log_llm_call -> pipeline -> store:                 {throughput(store_url, args.records, 'pipeline'):>9,.0f} records/s")
+                    rate, cpu = throughput(store_url, args.records, "pipeline")
+                    print(f"   {name:<10} log_llm_call -> pipeline -> store:                 {rate:>9,.0f} records/s  ({cpu})")
         if "summary" not in skip:
             print(f"2. summary latency, {args.rows:,} rows")
             large_table(server.create_database("large") if server is not None else url, args.rows, args.repeat)
