@@ -254,3 +254,33 @@ def test_a_batch_of_many_shapes_and_sizes_is_written_whole_and_once(tmp_path):
     assert len(got) == 203
     assert all((got[r.id].user_id, got[r.id].feature, got[r.id].metadata) == (r.user_id, r.feature, r.metadata) for r in batch)
     assert store.summary(group_by=(), percentiles=False)[0]["calls"] == 203
+
+
+def test_the_row_codec_binds_exactly_the_columns_a_record_has():
+    """The generated codec (schema._compile): each column's bit and value, the encoders applied, the
+    first and the last column too; a record with every field set and one with only its id."""
+    from datetime import datetime, timezone
+
+    from tokentrail.record import FIELDS
+    from tokentrail.sinks.schema import DIALECTS, TableCodec
+
+    codec = TableCodec(LLMCall, DIALECTS["sqlite"])
+    columns = FIELDS[LLMCall]
+    full = LLMCall(id="a", trace_id="t", started_at=datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=timezone.utc),
+                   finish_reasons=["stop"], request_params={"temperature": 0.5}, tags=["x"], metadata={"k": 1},
+                   input_messages=[{"role": "user", "content": "hi"}], sdk_version="1.2", user_id="u",
+                   input_tokens=3, output_tokens=4, stream=True)
+    row = codec.row(full)
+    assert len(row) == len(columns) and row[columns.index("sdk_version")] == "1.2"
+    assert row[columns.index("started_at")] == "2026-01-02T03:04:05.000006+00:00"
+    assert row[columns.index("request_params")] == '{"temperature":0.5}'
+    assert row[columns.index("finish_reasons")] == '["stop"]' and row[columns.index("total_tokens")] == 7
+    (sql, rows), = codec.batches([full])
+    named = [c for c, v in zip(columns, row) if v is not None]
+    assert sql.startswith(f"INSERT OR IGNORE INTO llm_calls ({', '.join(named)}) VALUES (")
+    assert rows == [[v for v in row if v is not None]]
+    bare = LLMCall(id="b", provider=None, operation=None, stream=None, source=None)
+    (sql, rows), = codec.batches([bare])
+    assert sql == "INSERT OR IGNORE INTO llm_calls (id) VALUES (?)" and rows == [["b"]]
+    # Two shapes in one batch: two statements, each row under its own.
+    assert len(codec.batches([full, bare, full])) == 2

@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from itertools import compress, repeat
-from operator import attrgetter, is_not
 from typing import Any, Callable, Iterable, Sequence
 
 from ..record import FIELD_KINDS, FIELDS, LLMCall, Outcome, Span, ToolCall
@@ -169,7 +167,6 @@ def _encode_json(value: Any) -> str:
         except RecursionError:
             pass
     return _standard_json(value)
-_NONES = repeat(None)
 
 
 _UTC = timezone.utc
@@ -189,6 +186,29 @@ def _iso(moment: datetime) -> str:
     return f"{text}.{moment.microsecond:06d}+00:00"
 
 
+def _compile(columns: Sequence[str], encoders: dict[int, Callable[[Any], Any]]) -> tuple[Callable, Callable]:
+    """`row(record)` and `pack(record)` for one table, as generated code (as `dataclasses` makes
+    `__init__`): one attribute read per column, which CPython specializes for a slots class, and the
+    encoders called inline. `pack` gives the non-NULL columns' values and a bit per column that has
+    one — what `operator.attrgetter`, a tuple of `is not None` tests and `itertools.compress` did at
+    ≈ 4× the cost (≈ 30,000 instructions a 45-column call). Columns are checked to be identifiers:
+    they come from the record classes' fields, never from input."""
+    for name in columns:
+        if not name.isidentifier():
+            raise ValueError(f"not a column name: {name!r}")
+    env = {f"_e{i}": encode for i, encode in encoders.items()}
+    lines = ["def row(r):", f"    out = [{', '.join(f'r.{name}' for name in columns)}]"]
+    for i in encoders:
+        lines += [f"    if out[{i}] is not None:", f"        out[{i}] = _e{i}(out[{i}])"]
+    lines += ["    return out", "", "def pack(r):", "    key = 0", "    out = []", "    add = out.append"]
+    for i, name in enumerate(columns):
+        value = f"_e{i}(v)" if i in encoders else "v"
+        lines += [f"    v = r.{name}", "    if v is not None:", f"        key |= {1 << i}", f"        add({value})"]
+    lines.append("    return key, out")
+    exec(compile("\n".join(lines), f"<tokentrail row codec {len(columns)} columns>", "exec"), env)
+    return env["row"], env["pack"]
+
+
 class TableCodec:
     """How one record type goes into and out of its table, in one dialect."""
 
@@ -202,16 +222,14 @@ class TableCodec:
         self.placeholder = placeholder
         kinds = FIELD_KINDS[cls]
         json_kinds = ("str_list", "dict", "json")
-        self.get = attrgetter(*self.columns)
         # What binding a value needs, per column index (most columns need nothing).
-        self.encoders: tuple[tuple[int, Callable[[Any], Any]], ...] = tuple(
-            (i, enc) for i, name in enumerate(self.columns)
-            if (enc := self._encoder(kinds[name], json_kinds, wrap_json)) is not None
-        )
+        encoders = {i: enc for i, name in enumerate(self.columns)
+                    if (enc := self._encoder(kinds[name], json_kinds, wrap_json)) is not None}
+        self.row, self._pack = _compile(self.columns, encoders)
         self.json_idx = tuple(i for i, c in enumerate(self.columns) if kinds[c] in json_kinds)
         self.time_idx = tuple(i for i, c in enumerate(self.columns) if kinds[c] == "datetime")
         self.bool_idx = tuple(i for i, c in enumerate(self.columns) if kinds[c] == "bool")
-        self._inserts: dict[tuple[bool, ...], str] = {}
+        self._inserts: dict[int, str] = {}
 
     def _encoder(self, kind: str, json_kinds: tuple[str, ...], wrap_json: Any) -> Callable[[Any], Any] | None:
         if kind in json_kinds:
@@ -222,13 +240,7 @@ class TableCodec:
             return _iso
         return None
 
-    def row(self, record: Any) -> list[Any]:
-        """The record's values in column order, ready to bind."""
-        row = list(self.get(record))
-        for i, encode in self.encoders:
-            if row[i] is not None:
-                row[i] = encode(row[i])
-        return row
+    # `row(record)`: the record's values in column order, ready to bind (set in __init__, generated).
 
     def batches(self, records: Iterable[Any]) -> list[tuple[str, list[list[Any]]]]:
         """(INSERT statement, rows) per shape of non-NULL columns.
@@ -238,20 +250,21 @@ class TableCodec:
         has. Records from one source share a shape, so a batch needs few
         statements (and the driver caches them).
         """
-        groups: dict[tuple[bool, ...], list[list[Any]]] = {}
+        groups: dict[int, list[list[Any]]] = {}
+        pack = self._pack
         for record in records:
-            row = self.row(record)
-            shape = tuple(map(is_not, row, _NONES))
+            shape, values = pack(record)
             rows = groups.get(shape)
             if rows is None:
                 rows = groups[shape] = []
-            rows.append(list(compress(row, shape)))
+            rows.append(values)
         return [(self.insert_sql(shape), rows) for shape, rows in groups.items()]
 
-    def insert_sql(self, shape: tuple[bool, ...]) -> str:
+    def insert_sql(self, shape: int) -> str:
+        """The INSERT of the columns whose bits are set in `shape` (bit i: column i)."""
         sql = self._inserts.get(shape)
         if sql is None:
-            names = list(compress(self.columns, shape))
+            names = [name for i, name in enumerate(self.columns) if shape >> i & 1]
             marks = ", ".join([self.placeholder] * len(names))
             conflict = "INSERT OR IGNORE INTO" if self.dialect.name == "sqlite" else "INSERT INTO"
             tail = "" if self.dialect.name == "sqlite" else " ON CONFLICT (id) DO NOTHING"
