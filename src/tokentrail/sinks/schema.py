@@ -2,7 +2,8 @@
 
 Column types come from the one declaration of field types (`record.FIELD_KINDS`);
 a dialect only says how each kind is spelled (`DIALECTS`) and how a value is
-bound (SQLite stores times as ISO 8601 text and JSON as text). A store at
+bound (SQLite stores times as ISO 8601 text; JSON goes as its text in every
+dialect, stored as text by SQLite and parsed into jsonb by PostgreSQL's COPY). A store at
 version N runs the migrations N+1.. on open; each migration adds, never drops.
 """
 
@@ -212,8 +213,7 @@ def _compile(columns: Sequence[str], encoders: dict[int, Callable[[Any], Any]]) 
 class TableCodec:
     """How one record type goes into and out of its table, in one dialect."""
 
-    def __init__(self, cls: type, dialect: Dialect, *, placeholder: str = "?",
-                 wrap_json: Callable[[Any], Any] | None = None) -> None:
+    def __init__(self, cls: type, dialect: Dialect, *, placeholder: str = "?") -> None:
         self.cls = cls
         self.name = TABLES[cls]
         self.columns = FIELDS[cls]
@@ -224,18 +224,18 @@ class TableCodec:
         json_kinds = ("str_list", "dict", "json")
         # What binding a value needs, per column index (most columns need nothing).
         encoders = {i: enc for i, name in enumerate(self.columns)
-                    if (enc := self._encoder(kinds[name], json_kinds, wrap_json)) is not None}
+                    if (enc := self._encoder(kinds[name], json_kinds)) is not None}
         self.row, self._pack = _compile(self.columns, encoders)
         self.json_idx = tuple(i for i, c in enumerate(self.columns) if kinds[c] in json_kinds)
         self.time_idx = tuple(i for i, c in enumerate(self.columns) if kinds[c] == "datetime")
         self.bool_idx = tuple(i for i, c in enumerate(self.columns) if kinds[c] == "bool")
         self._inserts: dict[int, str] = {}
 
-    def _encoder(self, kind: str, json_kinds: tuple[str, ...], wrap_json: Any) -> Callable[[Any], Any] | None:
+    def _encoder(self, kind: str, json_kinds: tuple[str, ...]) -> Callable[[Any], Any] | None:
         if kind in json_kinds:
-            # As JSON text, unless the driver wants its own wrapper: PostgreSQL's COPY (text format) parses
+            # As JSON text in every dialect: SQLite stores it so, and PostgreSQL's COPY (text format) parses
             # text into jsonb itself, ≈ 3 µs a value cheaper than psycopg's Jsonb and its json.dumps.
-            return wrap_json or _encode_json
+            return _encode_json
         if kind == "datetime" and self.dialect.text_times:
             return _iso
         return None
