@@ -6,7 +6,11 @@
 1. Sustained records/s from 4 processes into SQLite and PostgreSQL: each
    process exports pre-built LLMCall records (realistic fields, 2,000 a
    batch — the pipeline's batch size) through the store's `export`, and the
-   same through the whole path (`log_llm_call` → pipeline → store).
+   same through the whole path (`log_llm_call` → pipeline → store). Each line
+   also says the CPU a record took — the writers' process CPU and, for a
+   PostgreSQL on this machine, the server's (its processes in /proc, ended
+   backends included) — and the rate that CPU allows on this machine's cores:
+   the bound a figure meets when every core is busy.
 2. Summary latency on a large `llm_calls` table in PostgreSQL (rows spread
    over 89 days, i.e. 3-4 monthly partitions; 50 models, a few with most of
    the traffic; 10 features, 1,000 customers, 20,000 users, ~2 % errors):
