@@ -14,8 +14,9 @@ with that command in the message.
 - A batch is written with `COPY` into a temporary table and moved into the
   table in the same transaction: as a plain `INSERT` in a savepoint, and only
   when an id is already stored with `INSERT … ON CONFLICT DO NOTHING`, so a
-  batch retried after a lost connection is never written (or summed) twice. A record without a start time is
-  stored at the time it is written (the partition key cannot be NULL).
+  batch retried after a lost connection is never written (or summed) twice.
+  A record without a start time is stored at the time it is written (the
+  partition key cannot be NULL).
 - Connections come from a `psycopg_pool.ConnectionPool` (checked before use,
   so a server restart costs no failed batch more than the one in flight).
   While the server is down `export` raises: the store's lane keeps the
@@ -266,7 +267,7 @@ class PostgresStore(SQLStore):
         nearly always. Only when an id is already there (a batch retried after its commit was lost, or a
         record twice in a batch) is the savepoint rolled back and the batch moved with `ON CONFLICT DO
         NOTHING … RETURNING` into `NEW_CALLS`, whose rows are the ones summed. The plain form skips the
-        speculative insertion and the copy into `NEW_CALLS`: ≈ 40 % of the server's time a call."""
+        speculative insertion and the copy into `NEW_CALLS`: the insert took 16 → 10 µs a call."""
         insert = f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {stage}"
         try:
             with conn.transaction():
