@@ -34,7 +34,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def _child(mode: str, name: str, blocks: int) -> None:
+def _child(mode: str, name: str, blocks: int, large_store: bool = False) -> None:
     """Run under valgrind: warm up, switch counting on, run the measured part, exit without cleanup."""
     import gc
 
@@ -44,6 +44,10 @@ def _child(mode: str, name: str, blocks: int) -> None:
     import tokentrail
     from tokentrail import runtime
 
+    if large_store:  # write as a store past 100,000 calls does: its aggregates kept per batch
+        from tokentrail.sinks import aggregates
+
+        aggregates.MIN_CALLS = 0
     tmp = tempfile.mkdtemp()
     tokentrail.init(f"sqlite:///{tmp}/bench.db", instrument=True, flush_interval=3600)
     scenario = overhead.scenarios()[name]()
@@ -78,11 +82,11 @@ def _child(mode: str, name: str, blocks: int) -> None:
     os._exit(0)
 
 
-def _count(mode: str, name: str, blocks: int) -> int:
+def _count(mode: str, name: str, blocks: int, large_store: bool = False) -> int:
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     result = subprocess.run(
         ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--callgrind-out-file=/dev/null",
-         sys.executable, __file__, "--child", mode, name, "--blocks", str(blocks)],
+         sys.executable, __file__, "--child", mode, name, "--blocks", str(blocks), *(["--large-store"] if large_store else [])],
         capture_output=True, text=True, env=env)
     found = re.search(r"Collected : (\d+)", result.stderr)
     if found is None:
@@ -98,10 +102,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("names", nargs="*", help=f"scenarios (default: all): {', '.join(builders)}")
     parser.add_argument("--blocks", type=int, default=0, help="measured blocks per run (default: 10 for calls, 4 for streams)")
+    parser.add_argument("--large-store", action="store_true",
+                        help="write as a store past 100,000 calls does: its aggregates kept per batch")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        _child(args.child[0], args.child[1], args.blocks)
+        _child(args.child[0], args.child[1], args.blocks, args.large_store)
         return
     print("| scenario | bare call | caller: added per call | worker: added per record |")
     print("| --- | --- | --- | --- |")
@@ -109,7 +115,7 @@ def main() -> None:
         blocks = args.blocks or (4 if "stream" in name else 10)
         calls = builders[name]().calls * blocks
         on, off = _count("on", name, blocks), _count("off", name, blocks)
-        processed, kept = _count("process", name, blocks), _count("keep", name, blocks)
+        processed, kept = _count("process", name, blocks, args.large_store), _count("keep", name, blocks, args.large_store)
         bare = off / calls
         caller, worker = (on - off) / calls, (processed - kept) / calls
         print(f"| {name} | {bare:,.0f} | +{caller:,.0f} ({100 * caller / bare:.2f} %) "

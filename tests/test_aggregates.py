@@ -19,6 +19,14 @@ INTS = ("calls", "input_tokens", "output_tokens", "cache_read_tokens", "cache_wr
         "total_tokens", "unpriced_calls", "no_usage_calls", "no_price_calls", "errors")
 
 
+@pytest.fixture(autouse=True)
+def aggregates_from_the_first_call(monkeypatch):
+    """These stores are small: a SQLite store keeps its aggregates only from `MIN_CALLS` calls on, and
+    reads them only from there. Here both start at the first call (tests below that check the
+    threshold itself set it back)."""
+    monkeypatch.setattr(aggregates, "MIN_CALLS", 0)
+
+
 def calls(n=600, seed=3):
     rng = random.Random(seed)
     out = []
@@ -119,6 +127,7 @@ def test_postgres_aggregates_equal_the_raw_calls_before_and_after_prune(pg_url, 
 
 def test_percentiles_from_the_histograms_are_close_and_small_ranges_stay_exact(tmp_path, monkeypatch):
     store = store_of(f"sqlite:///{tmp_path / 'p.db'}")
+    monkeypatch.setattr(aggregates, "MIN_CALLS", 100_000)
     exact = store.summary(group_by=())[0]  # 600 calls: below MIN_CALLS, the raw table answers
     assert exact == summarize(store._read, "qmark", (), aggregates=False)[0]
     monkeypatch.setattr(aggregates, "MIN_CALLS", 0)
@@ -236,3 +245,51 @@ def test_a_breakdown_by_user_over_months_reads_the_monthly_table_and_its_edges_f
             else:
                 assert "llm_calls_user_monthly" in used, (since, until, where)
     store.close()
+
+
+def aggregate_rows(store):
+    return sum(store._read(f"SELECT COUNT(*) FROM {agg.name}")[0][0] for agg in aggregates.AGGREGATES)
+
+
+def test_a_small_sqlite_store_keeps_no_aggregates_until_it_reaches_min_calls(tmp_path, monkeypatch):
+    """Below `MIN_CALLS` calls no read uses the aggregates, so the writer skips them; the insert that
+    reaches it makes them from every call (a retried overlap in it counted once), later ones add theirs."""
+    monkeypatch.setattr(aggregates, "MIN_CALLS", 250)
+    store = open_store(f"sqlite:///{tmp_path / 's.db'}")
+    records = calls()
+    store.export(records[:200])
+    assert aggregate_rows(store) == 0
+    assert store.summary(group_by=("model",)) == summarize(store._read, "qmark", ("model",), aggregates=False)
+    store.export(records[150:260])  # 50 known, 60 new: the rowid passes 250 here
+    assert aggregate_rows(store) > 0
+    store.export(records[260:])
+    assert store.count() == 600
+    check(store, monkeypatch)  # every aggregate row is the calls aggregated afresh; reads through them agree
+
+
+def test_writers_crossing_min_calls_together_rebuild_once_and_count_every_call(tmp_path, monkeypatch):
+    """Four threads (a connection each; SQLite serializes their transactions) write across the threshold."""
+    import threading
+
+    monkeypatch.setattr(aggregates, "MIN_CALLS", 330)
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    open_store(url).close()
+    rebuilds = []
+    real = aggregates.full_rebuild_sql
+    monkeypatch.setattr(aggregates, "full_rebuild_sql", lambda style: rebuilds.append(style) or real(style))
+    records = calls(800, seed=5)
+
+    def write(part):
+        store = open_store(url)
+        for i in range(0, 200, 20):
+            store.export(part[i:i + 20])
+        store.close()
+
+    threads = [threading.Thread(target=write, args=(records[k * 200:(k + 1) * 200],)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    store = open_store(url)
+    assert store.count() == 800 and rebuilds == ["qmark"]
+    check(store, monkeypatch)

@@ -31,7 +31,7 @@ from typing import Any, Sequence
 
 from ..errors import StoreError
 from ..record import LLMCall
-from .aggregates import batch_sql
+from . import aggregates
 from .query import percentile
 from .schema import DIALECTS, SCHEMA_VERSION, TABLES, codecs, migrations
 from .sqlstore import SQLStore
@@ -71,6 +71,18 @@ def _many_rows(sql: str, rows: list[list[Any]]) -> list[tuple[str, list[Any], bo
         out.append((text, [value for row in chunk for value in row], False))
         at += size
     return out
+
+
+def _aggregates_after(since: int, inserted: int) -> list[tuple[str, Any, bool]]:
+    """What keeps the aggregates after an insert of `inserted` calls above rowid `since`: nothing while
+    the store is below `aggregates.MIN_CALLS` calls, all of them made afresh by the insert that reaches
+    it, the batch's own after (aggregates.py's docstring says why and why each call counts once)."""
+    live_from = aggregates.MIN_CALLS
+    if inserted <= 0 or since + inserted < live_from:
+        return []
+    if since < live_from:
+        return aggregates.full_rebuild_sql("qmark")
+    return aggregates.batch_sql("qmark", since)
 
 
 def path_of(url: str) -> str:
@@ -206,8 +218,7 @@ class SQLiteStore(SQLStore):
         calls = by_table.pop(_TABLES[LLMCall], [])
         inserts = [statement for sql, rows in _TABLES[LLMCall].batches(calls) for statement in _many_rows(sql, rows)]
         self._write(inserts + [(sql, rows, True) for table, items in by_table.items() for sql, rows in table.batches(items)],
-                    then=(lambda counts, since: batch_sql(self.style, since) if sum(counts[:len(inserts)]) > 0 else [])
-                    if inserts else None)
+                    then=(lambda counts, since: _aggregates_after(since, sum(counts[:len(inserts)]))) if inserts else None)
 
     def _write(self, statements: Sequence[tuple[str, Any, bool]], then: Any = None) -> list[int]:
         """Run `(sql, params, many)` statements in one transaction (retried while another process holds
