@@ -142,6 +142,10 @@ def migrations(dialect: Dialect) -> dict[int, list[str]]:
             # expression is the query layer's `model` (query.py), spelled the same so the index applies.
             "CREATE INDEX IF NOT EXISTS ix_llm_calls_model_cost ON llm_calls "
             "((COALESCE(request_model, response_model)), cost_usd DESC NULLS LAST)"]),
+        # No change to the tables: it marks the stores whose SQLite writers keep the aggregates only from
+        # `aggregates.MIN_CALLS` calls on (see there), so that a writer of before, which would add its
+        # batches to aggregates the others leave out, refuses the store instead of corrupting them.
+        10: [],
     }
 
 
