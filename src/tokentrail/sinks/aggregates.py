@@ -24,8 +24,9 @@ Decision (issue 14, "every dashboard answer < 300 ms at 1,000,000 calls"):
   older writers. Rows are upserted by `(started_at, k)`, `k` being the keys quoted and joined by
   the database (NULLs are distinct in a UNIQUE index, quoted they are not).
 - SQLite keeps them only once a store has held `MIN_CALLS` calls (its largest rowid): below that
-  no read uses them (see Reads), so a small store's writer skips them (≈ 30,000 instructions, ≈ 7 µs
-  of CPU a call at 20-call batches). The transaction whose insert takes the largest rowid to
+  no read uses them (see Reads), so a small store's writer skips them (≈ 56,000 instructions a
+  chat record in the benchmark's 20-call batches: bench/instructions.py with and without
+  `--large-store`). The transaction whose insert takes the largest rowid to
   `MIN_CALLS` or past it makes them afresh from every call (`full_rebuild_sql`); every later one
   keeps them per batch. Writers are serialized and each decides from the largest rowid it read in
   its own transaction, so exactly one transaction rebuilds and no call is counted twice or missed.
