@@ -44,10 +44,10 @@ def _child(mode: str, name: str, blocks: int, large_store: bool = False) -> None
     import tokentrail
     from tokentrail import runtime
 
-    if large_store:  # write as a store past 100,000 calls does: its aggregates kept per batch
-        from tokentrail.sinks import aggregates
+    from tokentrail.sinks import aggregates
 
-        aggregates.MIN_CALLS = 0
+    # Written as a store past `KEPT_FROM` calls (its aggregates kept per batch) or as a small one.
+    aggregates.KEPT_FROM = 0 if large_store else 10**18
     tmp = tempfile.mkdtemp()
     tokentrail.init(f"sqlite:///{tmp}/bench.db", instrument=True, flush_interval=3600)
     scenario = overhead.scenarios()[name]()
@@ -103,7 +103,7 @@ def main() -> None:
     parser.add_argument("names", nargs="*", help=f"scenarios (default: all): {', '.join(builders)}")
     parser.add_argument("--blocks", type=int, default=0, help="measured blocks per run (default: 10 for calls, 4 for streams)")
     parser.add_argument("--large-store", action="store_true",
-                        help="write as a store past 100,000 calls does: its aggregates kept per batch")
+                        help="write as a store past 10,000 calls does: its aggregates kept per batch")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

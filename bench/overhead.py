@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pairs", type=int, default=PAIRS, help=f"block pairs per scenario (default {PAIRS})")
     parser.add_argument("--no-pass-through", action="store_true", help="skip the patch-only loop")
     parser.add_argument("--large-store", action="store_true",
-                        help="write as a store past 100,000 calls does: its aggregates kept per batch")
+                        help="write as a store past 10,000 calls does: its aggregates kept per batch")
     args = parser.parse_args(argv)
     names = args.names or list(builders)
     unknown = [n for n in names if n not in builders]
@@ -335,10 +335,11 @@ def main(argv: list[str] | None = None) -> None:
 
     import tokentrail
 
-    if args.large_store:
-        from tokentrail.sinks import aggregates
+    from tokentrail.sinks import aggregates
 
-        aggregates.MIN_CALLS = 0  # a SQLite store keeps its aggregates from this many calls on
+    # One store for every scenario: written as a small one throughout (no aggregates), or as one past
+    # `KEPT_FROM` calls (`--large-store`), not one and then the other as it fills.
+    aggregates.KEPT_FROM = 0 if args.large_store else 10**18
     versions = []
     with tempfile.TemporaryDirectory() as tmp:
         # The worker wakes only when flushed (the wake-up interval is longer than a pair of blocks).

@@ -1,6 +1,6 @@
 """The store's write cost per record: 60,000 calls in batches of 500 into a fresh SQLite store.
 
-    python bench/store_write.py                   # the aggregates kept per batch (as past 100,000 calls)
+    python bench/store_write.py                   # the aggregates kept per batch (as past 10,000 calls)
     python bench/store_write.py --no-aggregates   # the same writes without them (as a smaller store)
     python bench/store_write.py --calls 1000000 --batch 20 --trace-ids random   # the trace ids of before
     PYTHONPATH=<an older checkout>/src python bench/store_write.py   # e.g. schema 6's per-row triggers
@@ -49,9 +49,9 @@ def make_calls(n: int, trace_ids: str = "ordered") -> list:
 def run(records: list, batch: int, aggregates: bool) -> float:
     from tokentrail.sinks import aggregates as kept, open_store
 
-    # A SQLite store keeps the aggregates once it has held `MIN_CALLS` calls: with aggregates, write as a
+    # A SQLite store keeps the aggregates once it has held `KEPT_FROM` calls: with aggregates, write as a
     # store past that does (from the first call); without, as a store below it.
-    kept.MIN_CALLS = 0 if aggregates else 10**18
+    kept.KEPT_FROM = 0 if aggregates else 10**18
     with tempfile.TemporaryDirectory() as tmp:
         store = open_store(f"sqlite:///{Path(tmp) / 'w.db'}")
         start = time.perf_counter()

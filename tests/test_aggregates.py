@@ -21,9 +21,9 @@ INTS = ("calls", "input_tokens", "output_tokens", "cache_read_tokens", "cache_wr
 
 @pytest.fixture(autouse=True)
 def aggregates_from_the_first_call(monkeypatch):
-    """These stores are small: a SQLite store keeps its aggregates only from `MIN_CALLS` calls on, and
-    reads them only from there. Here both start at the first call (tests below that check the
-    threshold itself set it back)."""
+    """These stores are small: a SQLite store keeps its aggregates only from `KEPT_FROM` calls on, and
+    reads them only from `MIN_CALLS` (never below `KEPT_FROM`). Here both start at the first call
+    (tests below that check the thresholds set them back)."""
     monkeypatch.setattr(aggregates, "MIN_CALLS", 0)
 
 
@@ -251,10 +251,12 @@ def aggregate_rows(store):
     return sum(store._read(f"SELECT COUNT(*) FROM {agg.name}")[0][0] for agg in aggregates.AGGREGATES)
 
 
-def test_a_small_sqlite_store_keeps_no_aggregates_until_it_reaches_min_calls(tmp_path, monkeypatch):
-    """Below `MIN_CALLS` calls no read uses the aggregates, so the writer skips them; the insert that
-    reaches it makes them from every call (a retried overlap in it counted once), later ones add theirs."""
-    monkeypatch.setattr(aggregates, "MIN_CALLS", 250)
+def test_a_small_sqlite_store_keeps_no_aggregates_until_it_reaches_kept_from(tmp_path, monkeypatch):
+    """Below `MIN_CALLS` calls no read uses the aggregates, so the writer skips them up to `KEPT_FROM`;
+    the insert that reaches it makes them from every call (a retried overlap in it counted once), later
+    ones add theirs."""
+    monkeypatch.setattr(aggregates, "MIN_CALLS", 100_000)
+    monkeypatch.setattr(aggregates, "KEPT_FROM", 250)
     store = open_store(f"sqlite:///{tmp_path / 's.db'}")
     records = calls()
     store.export(records[:200])
@@ -267,11 +269,12 @@ def test_a_small_sqlite_store_keeps_no_aggregates_until_it_reaches_min_calls(tmp
     check(store, monkeypatch)  # every aggregate row is the calls aggregated afresh; reads through them agree
 
 
-def test_writers_crossing_min_calls_together_rebuild_once_and_count_every_call(tmp_path, monkeypatch):
+def test_writers_crossing_kept_from_together_rebuild_once_and_count_every_call(tmp_path, monkeypatch):
     """Four threads (a connection each; SQLite serializes their transactions) write across the threshold."""
     import threading
 
-    monkeypatch.setattr(aggregates, "MIN_CALLS", 330)
+    monkeypatch.setattr(aggregates, "MIN_CALLS", 100_000)
+    monkeypatch.setattr(aggregates, "KEPT_FROM", 330)
     url = f"sqlite:///{tmp_path / 't.db'}"
     open_store(url).close()
     rebuilds = []

@@ -23,15 +23,15 @@ Decision (issue 14, "every dashboard answer < 300 ms at 1,000,000 calls"):
   Every writing process keeps the aggregates of the rows it inserted; a store at schema 8 refuses
   older writers. Rows are upserted by `(started_at, k)`, `k` being the keys quoted and joined by
   the database (NULLs are distinct in a UNIQUE index, quoted they are not).
-- SQLite keeps them only once a store has held `MIN_CALLS` calls (its largest rowid): below that
-  no read uses them (see Reads), so a small store's writer skips them (≈ 56,000 instructions a
-  chat record in the benchmark's 20-call batches: bench/instructions.py with and without
-  `--large-store`). The transaction whose insert takes the largest rowid to
-  `MIN_CALLS` or past it makes them afresh from every call (`full_rebuild_sql`); every later one
-  keeps them per batch. Writers are serialized and each decides from the largest rowid it read in
-  its own transaction, so exactly one transaction rebuilds and no call is counted twice or missed.
-  Rows a store at schema 6–9 kept before it are left as they are (never read while it is small,
-  replaced by the rebuild). PostgreSQL stores (fleets) keep them from the first call.
+- SQLite keeps them only once a store has held `KEPT_FROM` calls (its largest rowid; a tenth of
+  `MIN_CALLS`, below which no read uses them: see Reads), so a small store's writer skips them
+  (≈ 56,000 instructions a chat record in the benchmark's 20-call batches: bench/instructions.py
+  with and without `--large-store`). The transaction whose insert takes the largest rowid to
+  `KEPT_FROM` or past it makes them afresh from every call (`full_rebuild_sql`, ≈ 0.15 s then);
+  every later one keeps them per batch. Writers are serialized and each decides from the largest
+  rowid it read in its own transaction, so exactly one transaction rebuilds and no call is counted
+  twice or missed. Rows a store at schema 6–9 kept before are left as they are (never read while
+  it is small, replaced by the rebuild). PostgreSQL stores (fleets) keep them from the first call.
 - Migration 6 creates and backfills them from the calls already stored (schema 6 kept them with
   per-row triggers); migration 7 drops the triggers; migration 8 recreates the daily tables
   without the histograms, copying their sums.
@@ -59,13 +59,17 @@ from typing import Any, Callable, Sequence
 from ..times import parse_time
 from .query import PERCENTILE_SAMPLE, QueryBuilder
 
-__all__ = ["AGGREGATES", "BOUNDS", "MIN_CALLS", "SUMMED", "SUMS", "NEW_CALLS", "NEEDED", "migration", "drop_triggers",
+__all__ = ["AGGREGATES", "BOUNDS", "MIN_CALLS", "KEPT_FROM", "SUMMED", "SUMS", "NEW_CALLS", "NEEDED", "migration", "drop_triggers",
            "narrow", "monthly", "batch_sql", "rebuild_sql", "full_rebuild_sql", "aggregated"]
 
 RATIO = 1.4
 BOUNDS = tuple(round(10.0 * RATIO ** i, 3) for i in range(28))  # ms: 10 ms .. ~89 s
 # (`started_at` may be NULL in the aggregates: a call stored without a start time, in an old store)
 MIN_CALLS = 100_000  # whole buckets holding fewer calls: the raw table answers (exact percentiles)
+# SQLite keeps the aggregates once a store has held this many calls (never more than `MIN_CALLS`: no read
+# uses them below that). A tenth of it, so the one rebuild that starts them takes ≈ 0.15 s, not 1.5 s —
+# even at a SIGTERM's flush, which `shutdown_timeout` bounds.
+KEPT_FROM = 10_000
 
 
 @dataclass(frozen=True)
@@ -324,7 +328,7 @@ def _rebuild(dialect: str, agg: Aggregate, clause: str, params: list[Any]) -> li
 
 def full_rebuild_sql(style: str) -> list[tuple[str, Any, bool]]:
     """Every aggregate row deleted and made again from all the calls (a SQLite store reaching
-    `MIN_CALLS` calls: see the module docstring), for the transaction that inserted them."""
+    `KEPT_FROM` calls: see the module docstring), for the transaction that inserted them."""
     dialect = "sqlite" if style == "qmark" else "postgresql"
     return [s for agg in AGGREGATES for s in _rebuild(dialect, agg, "", [])]
 

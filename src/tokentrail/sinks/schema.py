@@ -143,7 +143,7 @@ def migrations(dialect: Dialect) -> dict[int, list[str]]:
             "CREATE INDEX IF NOT EXISTS ix_llm_calls_model_cost ON llm_calls "
             "((COALESCE(request_model, response_model)), cost_usd DESC NULLS LAST)"]),
         # No change to the tables: it marks the stores whose SQLite writers keep the aggregates only from
-        # `aggregates.MIN_CALLS` calls on (see there), so that a writer of before, which would add its
+        # `aggregates.KEPT_FROM` calls on (see there), so that a writer of before, which would add its
         # batches to aggregates the others leave out, refuses the store instead of corrupting them.
         10: [],
     }

@@ -75,9 +75,9 @@ def _many_rows(sql: str, rows: list[list[Any]]) -> list[tuple[str, list[Any], bo
 
 def _aggregates_after(since: int, inserted: int) -> list[tuple[str, Any, bool]]:
     """What keeps the aggregates after an insert of `inserted` calls above rowid `since`: nothing while
-    the store is below `aggregates.MIN_CALLS` calls, all of them made afresh by the insert that reaches
+    the store is below `aggregates.KEPT_FROM` calls, all of them made afresh by the insert that reaches
     it, the batch's own after (aggregates.py's docstring says why and why each call counts once)."""
-    live_from = aggregates.MIN_CALLS
+    live_from = min(aggregates.KEPT_FROM, aggregates.MIN_CALLS)  # never past where reads start using them
     if inserted <= 0 or since + inserted < live_from:
         return []
     if since < live_from:
