@@ -27,7 +27,7 @@ from .config import Settings
 from .context import ATTRIBUTION_FIELDS, readers, as_tags, attributes_var, current_span, current_workflow, new_span_id, new_trace_id, reset_quietly
 from .errors import CATEGORIES, categorize, status_code_of
 from .estimate import estimate
-from .redact import mask, needs_mask, scrub
+from .redact import gather_text, mask, needs_mask, scrub
 from .record import FIELD_KINDS, FIELDS, RECORD_TYPES, LLMCall, Outcome, Span, ToolCall
 from .semconv import normalize_operation, normalize_provider
 from .runtime import submit
@@ -141,44 +141,45 @@ def safe_params(params: dict[str, Any] | None) -> dict[str, Any] | None:
     return scrub(params) or None
 
 
-def _text_fields() -> tuple[frozenset[str], frozenset[str]]:
+def _text_fields() -> frozenset[str]:
     """Every field that may hold text — names and ids too (a key passed as the model by mistake, or a
-    proxy echoing one as the response's id, is masked like any stored text) — and those of them that
-    are lists of strings. Not the hex ids tokentrail formats itself."""
-    fields, lists = set(), set()
-    for cls in RECORD_TYPES:
-        for name, kind in FIELD_KINDS[cls].items():
-            if name not in ("id", "trace_id", "span_id", "parent_span_id") and kind in ("str", "str_list", "dict", "json"):
-                fields.add(name)
-                if kind == "str_list":
-                    lists.add(name)
-    return frozenset(fields), frozenset(lists)
+    proxy echoing one as the response's id, is masked like any stored text). Not the hex ids
+    tokentrail formats itself."""
+    return frozenset(name for cls in RECORD_TYPES for name, kind in FIELD_KINDS[cls].items()
+                     if name not in ("id", "trace_id", "span_id", "parent_span_id") and kind in ("str", "str_list", "dict", "json"))
 
 
-_SCRUB_NAMES, _STR_LISTS = _text_fields()
+_SCRUB_NAMES = _text_fields()
 
 
 def _scrubbed(out: dict[str, Any], done: str | None = None) -> dict[str, Any]:
     """Every stored text masked and credential-named keys dropped (redact.py), once, before the record
-    exists (`done`: a field already scrubbed). The record's strings (and lists of strings) are tested
-    together, joined, and masked one by one only when that finds something: most records hold a
-    dozen short names and nothing to mask."""
+    exists (`done`: a field already scrubbed).
+
+    One pass gathers the record's strings — text fields and the strings inside lists and dicts
+    (finish reasons, metadata, content), whose keys are tested for credential names on the way — and
+    tests them together, joined: most records hold a dozen short names and nothing to mask, so that
+    one test is all. Only when it finds something, or a part it does not walk, does `_scrub_each`
+    look at each value."""
     strings: list[str] = []
     for name in out.keys() & _SCRUB_NAMES:  # the text-bearing fields of this record only (a C-level set op)
         value = out[name]
-        kind = type(value)
-        if kind is str:
-            strings.append(name)
-        elif name == done or value is None:
+        if type(value) is str:
+            strings.append(value)
+        elif value is not None and name != done and not gather_text(value, strings):
+            return _scrub_each(out, done)
+    if strings and needs_mask("\n".join(strings)):
+        return _scrub_each(out, done)
+    return out
+
+
+def _scrub_each(out: dict[str, Any], done: str | None) -> dict[str, Any]:
+    """`_scrubbed` field by field: strings masked, lists and dicts scrubbed (copied where they change)."""
+    for name in out.keys() & _SCRUB_NAMES:
+        value = out[name]
+        if value is None or name == done:
             continue
-        elif kind is list and name in _STR_LISTS and all(type(item) is str for item in value):
-            strings.append(name)
-        elif kind is dict or kind is list:
-            out[name] = scrub(value)
-    if strings and needs_mask("\n".join([v if type(v := out[n]) is str else "\n".join(v) for n in strings])):
-        for name in strings:
-            value = out[name]
-            out[name] = mask(value) if type(value) is str else scrub(value)
+        out[name] = mask(value) if type(value) is str else scrub(value)
     return out
 
 

@@ -121,13 +121,19 @@ class Rates:
         if input_leaf < 0 or output_leaf < 0:
             return None
 
-        def at(rate: Any, count: int) -> float:
-            if rate is None or not count:
-                return 0.0
-            return (rate if type(rate) is float else rate.at(input_tokens)) * count
-
-        input_usd = at(self.input, input_leaf) + at(self.cache_read, cache_read) + at(self.cache_write, cache_write)
-        output_usd = at(self.output, output_leaf) + at(self.reasoning, reasoning)
+        # Each rate a float, or Tiered (by the call's whole input); a count of 0 costs nothing. Written
+        # out rather than through a helper: this runs for every record, and most counts are 0.
+        input_usd = output_usd = 0.0
+        if input_leaf and (rate := self.input) is not None:
+            input_usd = (rate if type(rate) is float else rate.at(input_tokens)) * input_leaf
+        if cache_read and (rate := self.cache_read) is not None:
+            input_usd += (rate if type(rate) is float else rate.at(input_tokens)) * cache_read
+        if cache_write and (rate := self.cache_write) is not None:
+            input_usd += (rate if type(rate) is float else rate.at(input_tokens)) * cache_write
+        if output_leaf and (rate := self.output) is not None:
+            output_usd = (rate if type(rate) is float else rate.at(input_tokens)) * output_leaf
+        if reasoning and (rate := self.reasoning) is not None:
+            output_usd += (rate if type(rate) is float else rate.at(input_tokens)) * reasoning
         return input_usd, output_usd, input_usd + output_usd + (self.request or 0.0)
 
 

@@ -19,7 +19,7 @@ import functools
 import re
 from typing import Any
 
-__all__ = ["CREDENTIAL_NAME", "is_credential_name", "mask", "needs_mask", "scrub", "encodable"]
+__all__ = ["CREDENTIAL_NAME", "is_credential_name", "mask", "needs_mask", "scrub", "encodable", "gather_text"]
 
 # Argument, header and metadata names that may hold a credential.
 CREDENTIAL_NAME = re.compile(
@@ -43,15 +43,10 @@ _KEY_SHAPES = re.compile(
 _HINTS = re.compile(r"sk-|A[KSGIR][IPDO]A|gsk_|xai-|pplx-|r8_|AIza|hf_|gh[pousr]_|xox|eyJ|Bearer |Basic ")
 
 
+@functools.lru_cache(maxsize=4096)  # the same few key names come back on every record: answered once each
 def is_credential_name(name: Any) -> bool:
-    if type(name) is str:  # the same few key names come back on every record: answered once each
-        return _credential_name(name)
-    return bool(CREDENTIAL_NAME.search(str(name)))
-
-
-@functools.lru_cache(maxsize=4096)
-def _credential_name(name: str) -> bool:
-    return CREDENTIAL_NAME.search(name) is not None
+    """Whether a key (of metadata, request params, tool arguments) names a credential. Keys are hashable."""
+    return CREDENTIAL_NAME.search(name if type(name) is str else str(name)) is not None
 
 
 def _masked(match: re.Match[str]) -> str:
@@ -90,6 +85,34 @@ def needs_mask(text: str) -> bool:
     return not text.isascii() or _HINTS.search(text) is not None
 
 
+def gather_text(value: Any, into: list[str], depth: int = 0) -> bool:
+    """Append every string of a list or dict (items, values, nested ones) to `into`, for one `needs_mask`
+    test of them all. False when `scrub` would drop something here (a credential-named key) or when
+    this does not walk a part (a key that is not a string, an object, a tuple, deep nesting): then
+    `scrub` has to look. `into` may hold part of the strings then. A number or None: True."""
+    if depth > 20:
+        return False
+    if type(value) is dict:
+        for key, item in value.items():
+            if type(key) is not str or is_credential_name(key):
+                return False
+            kind = type(item)
+            if kind is str:
+                into.append(item)
+            elif kind not in _PLAIN and not ((kind is dict or kind is list) and gather_text(item, into, depth + 1)):
+                return False
+        return True
+    if type(value) is list:
+        for item in value:
+            kind = type(item)
+            if kind is str:
+                into.append(item)
+            elif kind not in _PLAIN and not ((kind is dict or kind is list) and gather_text(item, into, depth + 1)):
+                return False
+        return True
+    return type(value) in _PLAIN  # a number in a field of any JSON value: nothing to mask
+
+
 def scrub(value: Any, depth: int = 0) -> Any:
     """A JSON-like value with credential-named keys dropped and key-shaped strings masked (copies only
     what changes). Deeper than 20 levels is left as it is: no stored value nests that far."""
@@ -107,7 +130,7 @@ def scrub(value: Any, depth: int = 0) -> Any:
         # copy only when a key goes or a value changes.
         changes = None
         for key, item in value.items():
-            if _credential_name(key) if type(key) is str else is_credential_name(key):
+            if is_credential_name(key):
                 new = _DROPPED
             elif type(item) in _PLAIN:
                 continue

@@ -25,7 +25,7 @@ from typing import Any
 
 from . import log
 
-__all__ = ["normalize_usage", "coerce_count", "TOKEN_KEYS"]
+__all__ = ["normalize_usage", "known_usage", "coerce_count", "TOKEN_KEYS"]
 
 # The largest count a store can keep (a signed 64-bit integer column); a provider reporting more is wrong.
 MAX_COUNT = 2**63 - 1
@@ -93,42 +93,64 @@ def _count(value: Any, name: str) -> int | None:
     return value if type(value) is int and 0 <= value <= MAX_COUNT else coerce_count(value, name)
 
 
-def _openai_chat_dict(usage: dict[str, Any], out: dict[str, int | None]) -> bool:
-    """The fast path (the worker reads parsed JSON): OpenAI chat usage as a plain dict. False: not that shape."""
+def _known(out: dict[str, int | None]) -> dict[str, int]:
+    # A count coerce_count refused is None: left out like an unknown one (rare; the test is C-level).
+    return out if None not in out.values() else {k: v for k, v in out.items() if v is not None}
+
+
+def _openai_chat_dict(usage: dict[str, Any]) -> dict[str, int] | None:
+    """The fast path (the worker reads parsed JSON): OpenAI chat usage as a plain dict, the known
+    counts only, no call per count. None: not that shape."""
     prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-    if prompt is None and completion is None:
-        return False
     details, completion_details = usage.get("prompt_tokens_details"), usage.get("completion_tokens_details")
     if (details is not None and type(details) is not dict) or (completion_details is not None and type(completion_details) is not dict):
-        return False
-    out["input_tokens"] = _count(prompt, "prompt_tokens") if prompt is not None else None
-    out["output_tokens"] = _count(completion, "completion_tokens") if completion is not None else None
+        return None
+    out: dict[str, int | None] = {}
+    if prompt is not None:
+        out["input_tokens"] = prompt if type(prompt) is int and 0 <= prompt <= MAX_COUNT else coerce_count(prompt, "prompt_tokens")
+    if completion is not None:
+        out["output_tokens"] = completion if type(completion) is int and 0 <= completion <= MAX_COUNT else coerce_count(completion, "completion_tokens")
     cached = details.get("cached_tokens") if details else None
-    out["cache_read_tokens"] = _count(cached, "cached_tokens") if cached is not None else None
+    if cached is not None:
+        out["cache_read_tokens"] = cached if type(cached) is int and 0 <= cached <= MAX_COUNT else coerce_count(cached, "cached_tokens")
     reasoning = completion_details.get("reasoning_tokens") if completion_details else None
-    out["reasoning_tokens"] = _count(reasoning, "reasoning_tokens") if reasoning is not None else None
-    return True
+    if reasoning is not None:
+        out["reasoning_tokens"] = reasoning if type(reasoning) is int and 0 <= reasoning <= MAX_COUNT else coerce_count(reasoning, "reasoning_tokens")
+    return _known(out)
 
 
 _GEMINI_FIRST = tuple(names[i] for names in _GEMINI_NAMES for i in (0, 1))
 
 
-def _anthropic_dict(usage: dict[str, Any], out: dict[str, int | None]) -> bool:
-    """The fast path for Anthropic's usage as a plain dict (cache counts added into the input). False: not that shape."""
+def _anthropic_dict(usage: dict[str, Any]) -> dict[str, int] | None:
+    """The fast path for Anthropic's usage as a plain dict (cache counts added into the input), the
+    known counts only. None: not that shape."""
     read, write = usage.get("cache_read_input_tokens"), usage.get("cache_creation_input_tokens")
     if read is None and write is None or any(usage.get(name) is not None for name in _GEMINI_FIRST):
-        return False
+        return None
     given, output = usage.get("input_tokens"), usage.get("output_tokens")
     given = _count(given, "input_tokens") if given is not None else None
     read = _count(read, "cache_read_input_tokens") if read is not None else None
     write = _count(write, "cache_creation_input_tokens") if write is not None else None
-    out["output_tokens"] = _count(output, "output_tokens") if output is not None else None
-    out["cache_read_tokens"], out["cache_write_tokens"] = read, write
-    out["input_tokens"] = (given or 0) + (read or 0) + (write or 0) if given is not None or read or write else None
-    return True
+    out = {"output_tokens": _count(output, "output_tokens") if output is not None else None,
+           "cache_read_tokens": read, "cache_write_tokens": write,
+           "input_tokens": (given or 0) + (read or 0) + (write or 0) if given is not None or read or write else None}
+    return _known(out)
 
 
 _OURS = frozenset(TOKEN_KEYS)
+
+
+def known_usage(usage: Any) -> dict[str, int]:
+    """`normalize_usage` without the unknown counts: what an adapter lays on a record."""
+    if type(usage) is dict:
+        if usage.get("prompt_tokens") is not None or usage.get("completion_tokens") is not None:
+            found = _openai_chat_dict(usage)
+        else:
+            found = _anthropic_dict(usage)
+        if found is not None:
+            return found
+    return _known(normalize_usage(usage))
 
 
 def normalize_usage(usage: Any) -> dict[str, int | None]:
@@ -138,11 +160,13 @@ def normalize_usage(usage: Any) -> dict[str, int | None]:
         return out
     if type(usage) is dict:
         if usage.get("prompt_tokens") is not None or usage.get("completion_tokens") is not None:
-            if _openai_chat_dict(usage, out):
-                return out
-        elif _anthropic_dict(usage, out):
+            found = _openai_chat_dict(usage)
+        else:
+            found = _anthropic_dict(usage)
+        if found is not None:
+            out.update(found)
             return out
-        elif usage.keys() <= _OURS:  # our own spelling (the manual API, and adapters that name the counts)
+        if usage.keys() <= _OURS:  # our own spelling (the manual API, and adapters that name the counts)
             for name, value in usage.items():
                 if value is not None:
                     out[name] = _count(value, name)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, NamedTuple
 
-from ..usage import normalize_usage
+from ..usage import known_usage
 
 __all__ = ["Endpoint", "Call", "params", "usage_fields", "json_value", "no_response", "free_count"]
 
@@ -80,7 +80,7 @@ def params(body: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any] | Non
 
 def usage_fields(usage: Any) -> dict[str, Any]:
     """Our token fields from any usage spelling, the unknown ones left out."""
-    return {k: v for k, v in normalize_usage(usage).items() if v is not None}
+    return known_usage(usage)
 
 
 def json_value(raw: Any) -> Any:

@@ -24,7 +24,9 @@ it is a context-variable read and a flag test.
 text, an SSE body or the SDK's objects) and asks the adapter's pure endpoint
 functions for the fields. JSON is parsed with `jiter` when it is installed (it
 comes with the openai, anthropic and groq SDKs; about three times as fast as
-`json` on these bodies), else with `json`.
+`json` on these bodies), else with `json`. Its default cache keeps short strings (keys, and
+values such as model names, roles and finish reasons, which repeat from call to call) in a fixed-size
+table: fewer allocations than caching keys only.
 """
 
 from __future__ import annotations
@@ -66,8 +68,7 @@ def parse_json(raw: Any) -> Any:
     if kind is bytes or kind is str or kind is bytearray or kind is memoryview:
         if _jiter_loads is not None:
             try:
-                return _jiter_loads(raw.encode() if kind is str else bytes(raw) if kind is not bytes else raw,
-                                    cache_mode="keys")
+                return _jiter_loads(raw.encode() if kind is str else bytes(raw) if kind is not bytes else raw)
             except (ValueError, UnicodeEncodeError):
                 pass  # the standard parser may still read it (UTF-16, a lone surrogate): ask it
         try:
@@ -85,7 +86,7 @@ def _parse_all(payloads: list[bytes]) -> list[Any]:
         done += 1
     if _jiter_loads is not None and len(payloads) > done:
         try:
-            parsed = _jiter_loads(b"[" + b",".join(payloads[:len(payloads) - done]) + b"]", cache_mode="keys")
+            parsed = _jiter_loads(b"[" + b",".join(payloads[:len(payloads) - done]) + b"]")
             if len(parsed) == len(payloads) - done:  # else a payload was not one value (`1,2`): one by one
                 return parsed + [None] * done if done else parsed
         except ValueError:
