@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, strategies as st
 
 import tokentrail
 from conftest import only
-from tokentrail.redact import mask, scrub
+from tokentrail.redact import gather_text, mask, needs_mask, scrub
 
 OPENAI_KEY = "sk-proj-" + "A1b2C3d4E5f6G7h8I9j0" * 2
 KEYS = [OPENAI_KEY, "sk-ant-api03-" + "x" * 40, "AKIAIOSFODNN7EXAMPLE", "gsk_" + "q" * 40, "xai-" + "z" * 40,
@@ -32,6 +33,46 @@ def test_scrub_drops_credential_keys_at_any_depth_and_keeps_the_rest_identical()
     assert scrub(value) == {"ok": 1, "deep": [{"note": "key=sk-pr…[masked]"}]}
     clean = {"a": [1, "b"], "c": {"d": "e"}}
     assert scrub(clean) is clean  # nothing to change: nothing copied
+
+
+# Values as records hold them: strings (some key-shaped or non-ASCII), numbers, nested lists, dicts
+# whose keys may name credentials, and what the walk leaves to scrub() (tuples, objects, int keys).
+_texts = st.sampled_from(["stop", "gpt-4o-mini", "api.openai.com", "task-list", "é", f"key {OPENAI_KEY}", "Bearer abcdefghijklmnop", ""])
+_keys = st.sampled_from(["note", "server_port", "api_key", "X-Api-Key", "deep", "password"])
+_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | _texts,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_keys, inner, max_size=3)
+    | st.tuples(inner) | st.dictionaries(st.integers(), inner, max_size=2) | st.builds(object),
+    max_leaves=10,
+)
+
+
+@given(_values)
+def test_a_value_whose_gathered_strings_need_no_mask_is_one_scrub_leaves_as_it_is(value):
+    """The record's fast path (pending._scrubbed) trusts this: when gather_text walks a value and the
+    strings it gathered need no mask, scrub() would change nothing in it."""
+    strings: list[str] = []
+    if gather_text(value, strings) and not needs_mask("\n".join(strings)):
+        assert scrub(value) is value
+
+
+def test_credentials_nested_in_lists_and_dicts_are_dropped_and_params_left_empty_are_none(tmp_path):
+    store = f"sqlite:///{tmp_path / 'calls.db'}"
+    tokentrail.init(store, instrument=False)
+    with tokentrail.track_llm_call("openai", "gpt-4o") as span:
+        span.add_metadata(outer={"api_key": "x", "notes": ["plain", f"key {OPENAI_KEY}"], "n": 3}, route="a/b")
+        span.set_request_params(api_key=OPENAI_KEY)
+        span.set_tokens(input=5, output=1)
+    with tokentrail.track_llm_call("openai", "gpt-4o") as span:
+        span.add_metadata(route="a/b", tried=[1, 2.5, None, True])
+        span.set_request_params(temperature=0.0)
+        span.set_tokens(input=5, output=1)
+    assert tokentrail.flush(5)
+    tokentrail.shutdown()
+    first, second = sorted(tokentrail.open_store(store).calls(), key=lambda c: c.started_at)
+    assert first.metadata == {"outer": {"notes": ["plain", "key sk-pr…[masked]"], "n": 3}, "route": "a/b"}
+    assert first.request_params is None
+    assert second.metadata == {"route": "a/b", "tried": [1, 2.5, None, True]} and second.request_params == {"temperature": 0.0}
 
 
 def test_credentials_given_anywhere_are_never_stored(tmp_path):

@@ -1,6 +1,6 @@
 from hypothesis import given, strategies as st
 
-from tokentrail.usage import coerce_count, normalize_usage
+from tokentrail.usage import coerce_count, known_usage, normalize_usage
 
 
 def test_openai_chat_usage_with_details():
@@ -92,3 +92,16 @@ def test_normalize_usage_never_raises_and_returns_counts(usage):
     out = normalize_usage(usage)
     assert set(out) == {"input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens"}
     assert all(v is None or (type(v) is int and v >= 0) for v in out.values())
+
+
+@given(junk)
+def test_known_usage_is_normalize_usage_without_the_unknown_counts(usage):
+    assert known_usage(usage) == {k: v for k, v in normalize_usage(usage).items() if v is not None}
+
+
+def test_known_usage_leaves_out_a_count_it_cannot_read(tt_warnings):
+    assert known_usage({"prompt_tokens": "many", "completion_tokens": 7}) == {"output_tokens": 7}
+    assert known_usage({"prompt_tokens": 3, "completion_tokens": 7, "prompt_tokens_details": {"cached_tokens": 1}}) == \
+        {"input_tokens": 3, "output_tokens": 7, "cache_read_tokens": 1}
+    assert known_usage({"input_tokens": 10, "output_tokens": -1, "cache_read_input_tokens": 5}) == \
+        {"input_tokens": 15, "cache_read_tokens": 5}

@@ -33,7 +33,7 @@ from .semconv import normalize_operation, normalize_provider
 from .runtime import submit
 from .usage import MAX_COUNT, coerce_count
 
-__all__ = ["PendingCall", "PendingTool", "PendingOutcome", "PendingSpan", "record_id", "coerce_field", "error_fields", "safe_params"]
+__all__ = ["PendingCall", "PendingTool", "PendingOutcome", "PendingSpan", "record_id", "coerce_field", "error_fields"]
 
 _perf_ns = time.perf_counter_ns
 _wall_ns = time.time_ns
@@ -134,13 +134,6 @@ def coerce_field(name: str, value: Any) -> Any:
     return value if coerce is None else coerce(value, name)
 
 
-def safe_params(params: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Request parameters without anything that looks like a credential."""
-    if not params:
-        return None
-    return scrub(params) or None
-
-
 def _text_fields() -> frozenset[str]:
     """Every field that may hold text — names and ids too (a key passed as the model by mistake, or a
     proxy echoing one as the response's id, is masked like any stored text). Not the hex ids
@@ -152,34 +145,39 @@ def _text_fields() -> frozenset[str]:
 _SCRUB_NAMES = _text_fields()
 
 
-def _scrubbed(out: dict[str, Any], done: str | None = None) -> dict[str, Any]:
+def _scrubbed(out: dict[str, Any]) -> dict[str, Any]:
     """Every stored text masked and credential-named keys dropped (redact.py), once, before the record
-    exists (`done`: a field already scrubbed).
+    exists.
 
     One pass gathers the record's strings — text fields and the strings inside lists and dicts
-    (finish reasons, metadata, content), whose keys are tested for credential names on the way — and
-    tests them together, joined: most records hold a dozen short names and nothing to mask, so that
-    one test is all. Only when it finds something, or a part it does not walk, does `_scrub_each`
-    look at each value."""
+    (finish reasons, request params, metadata, content), whose keys are tested for credential names
+    on the way — and tests them together, joined: most records hold a dozen short names and nothing
+    to mask, so that one test is all. Only when it finds something, or a part it does not walk, does
+    `_scrub_each` look at each value."""
     strings: list[str] = []
     for name in out.keys() & _SCRUB_NAMES:  # the text-bearing fields of this record only (a C-level set op)
         value = out[name]
         if type(value) is str:
             strings.append(value)
-        elif value is not None and name != done and not gather_text(value, strings):
-            return _scrub_each(out, done)
+        elif value is not None and not gather_text(value, strings):
+            return _scrub_each(out)
     if strings and needs_mask("\n".join(strings)):
-        return _scrub_each(out, done)
+        return _scrub_each(out)
     return out
 
 
-def _scrub_each(out: dict[str, Any], done: str | None) -> dict[str, Any]:
-    """`_scrubbed` field by field: strings masked, lists and dicts scrubbed (copied where they change)."""
+def _scrub_each(out: dict[str, Any]) -> dict[str, Any]:
+    """`_scrubbed` field by field: strings masked, lists and dicts scrubbed (copied where they change).
+    Request params left empty by dropping credentials are no params (None)."""
     for name in out.keys() & _SCRUB_NAMES:
         value = out[name]
-        if value is None or name == done:
+        if value is None:
             continue
-        out[name] = mask(value) if type(value) is str else scrub(value)
+        if type(value) is str:
+            out[name] = mask(value)
+        else:
+            kept = scrub(value)
+            out[name] = None if name == "request_params" and value and not kept else kept
     return out
 
 
@@ -425,8 +423,6 @@ class PendingCall(_Pending):
             for name, value in error_fields(self.error, self.error_category).items():
                 if out.get(name) is None:
                     out[name] = value
-        if out.get("request_params"):
-            out["request_params"] = safe_params(out["request_params"])
         if out.get("stream") and out.get("input_tokens") is None and out.get("output_tokens") is None:
             self._estimate_tokens(out)
         if self.content_in is not None and (settings.capture_content or out.get("message_count") is None):
@@ -443,7 +439,7 @@ class PendingCall(_Pending):
             out.pop("output_text", None)
         if not self._first_record_of(out.get("response_id")):
             return None
-        return LLMCall(**_scrubbed(out, "request_params"))
+        return LLMCall(**_scrubbed(out))
 
     def _estimate_tokens(self, out: dict[str, Any]) -> None:
         """A stream that reported no usage gets estimated counts, flagged (estimate.py), so it has a cost.
