@@ -70,6 +70,27 @@ def test_a_batch_with_known_or_repeated_ids_is_written_and_summed_once(store_url
     store.close()
 
 
+def test_json_values_json_cannot_spell_are_stored_as_json_can(store_url):
+    """NaN and infinities (not JSON: PostgreSQL's jsonb refuses them) are null; datetimes ISO 8601; an
+    enum its value — also in a value holding an int past 64 bits, which orjson refuses (the standard
+    encoder writes that one, and must agree)."""
+    import enum
+
+    class Tier(enum.Enum):
+        GOLD = "gold"
+
+    store = tokentrail.open_store(store_url)
+    odd = {"nan": float("nan"), "inf": float("-inf"), "when": T0, "tier": Tier.GOLD, "big": 2**70,
+           "text": "é ü ✓", "ids": {1: "one"}, "pair": (1, 2.5)}
+    fits = {k: v for k, v in odd.items() if k != "big"}
+    store.export([call(1, metadata=odd), call(2, metadata=fits)])
+    first, second = sorted(store.calls(limit=None), key=lambda c: c.id)
+    expected = {"nan": None, "inf": None, "when": "2026-09-01T12:00:00+00:00", "tier": "gold",
+                "text": "é ü ✓", "ids": {"1": "one"}, "pair": [1, 2.5]}
+    assert first.metadata == {**expected, "big": 2**70} and second.metadata == expected
+    store.close()
+
+
 def test_open_store_accepts_postgres_scheme_and_several_processes_migrate_at_once(pg_url):
     code = f"import tokentrail; s = tokentrail.open_store({pg_url.replace('postgresql', 'postgres')!r}); print(s.schema_version())"
     procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) for _ in range(4)]
