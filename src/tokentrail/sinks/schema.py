@@ -218,8 +218,11 @@ def _encode_json(value: Any) -> str:
             except RecursionError:
                 pass
         return _standard_json(value)
-    except ValueError:  # NaN or an infinity
-        return _standard_json(_finite(value))
+    except ValueError as exc:  # NaN or an infinity, which JSON has not: written as null
+        try:
+            return _standard_json(_finite(value))
+        except RecursionError:  # no: a value that contains itself, which the standard encoder names
+            raise exc from None
 
 
 _UTC = timezone.utc
