@@ -75,6 +75,18 @@ def test_credentials_nested_in_lists_and_dicts_are_dropped_and_params_left_empty
     assert second.metadata == {"route": "a/b", "tried": [1, 2.5, None, True]} and second.request_params == {"temperature": 0.0}
 
 
+def test_strings_remembered_as_clean_never_let_a_key_through(tmp_path):
+    """The worker remembers names it found clean (pending._scrubbed); a key is a new string, always tested."""
+    store = f"sqlite:///{tmp_path / 'calls.db'}"
+    tokentrail.init(store, instrument=False)
+    for model in ("gpt-4o", "gpt-4o", OPENAI_KEY, "gpt-4o", OPENAI_KEY):
+        tokentrail.log_llm_call(provider="openai", model=model, usage={"input_tokens": 1, "output_tokens": 1}, feature="chat")
+    assert tokentrail.flush(5)
+    tokentrail.shutdown()
+    models = sorted(c.request_model for c in tokentrail.open_store(store).calls())
+    assert models == ["gpt-4o"] * 3 + ["sk-pr…[masked]"] * 2
+
+
 def test_credentials_given_anywhere_are_never_stored(tmp_path):
     store = f"sqlite:///{tmp_path / 'calls.db'}"
     jsonl = tmp_path / "calls.jsonl"

@@ -158,12 +158,24 @@ def _scrubbed(out: dict[str, Any]) -> dict[str, Any]:
     for name in out.keys() & _SCRUB_NAMES:  # the text-bearing fields of this record only (a C-level set op)
         value = out[name]
         if type(value) is str:
-            strings.append(value)
+            if value not in _clean:
+                strings.append(value)
         elif value is not None and not gather_text(value, strings):
             return _scrub_each(out)
-    if strings and needs_mask("\n".join(strings)):
-        return _scrub_each(out)
+    if strings:
+        joined = "\n".join(strings)
+        if needs_mask(joined):
+            return _scrub_each(out)
+        if len(joined) <= 512:  # short names and ids, not content: remembered as clean
+            if len(_clean) >= 1024:
+                _clean.clear()
+            _clean.update(dict.fromkeys(strings))
     return out
+
+
+# Strings a record's mask test found clean (the worker's): the provider, model, SDK version and
+# other names that come back on every record are then not tested again. At most 1,024 short ones.
+_clean: dict[str, None] = {}
 
 
 def _scrub_each(out: dict[str, Any]) -> dict[str, Any]:
