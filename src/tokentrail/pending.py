@@ -323,12 +323,11 @@ class _Pending:
         """Lay the explicitly set fields over `out`: known fields coerced, the rest into metadata."""
         plain_of = _plain_fields(allowed)
         for name, value in self.fields.items():
-            plain = plain_of.get(name)
-            if plain is not None:  # a known, settable field (the usual case): no coercion when of its type
-                if type(value) is plain and (plain is not int or 0 <= value <= MAX_COUNT):
-                    out[name] = value
-                else:
-                    out[name] = coerce_field(name, value)
+            # A known, settable field of its type (the usual case: a count also in range) is laid as it is.
+            if (kind := type(value)) is plain_of.get(name) and (kind is not int or 0 <= value <= MAX_COUNT):
+                out[name] = value
+            elif name in plain_of:  # known and settable, of another type
+                out[name] = coerce_field(name, value)
             elif name in _PROTECTED:
                 log.warn_once(f"protected.{name}", "tokentrail: ignored %s=%r: tokentrail sets this field itself", name, value)
             elif name == "metadata":

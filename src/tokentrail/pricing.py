@@ -345,7 +345,12 @@ class PriceBook:
         rates = None
         for model in (record.response_model, record.request_model):
             if model:
-                rates = self.rates(record.provider, model, record.started_at)
+                # The usual case read straight from the cache: a database model with one price period.
+                entry = self._cache.get((record.provider, model))
+                if type(entry) is _GenaiModel and not entry.conditional:
+                    rates = entry.standard
+                else:
+                    rates = self.rates(record.provider, model, record.started_at)
                 if rates is not None:
                     break
         if rates is None:
