@@ -93,24 +93,21 @@ def gather_text(value: Any, into: list[str], depth: int = 0) -> bool:
     if depth > 20:
         return False
     if type(value) is dict:
-        for key, item in value.items():
+        for key in value:
             if type(key) is not str or is_credential_name(key):
                 return False
-            kind = type(item)
-            if kind is str:
-                into.append(item)
-            elif kind not in _PLAIN and not ((kind is dict or kind is list) and gather_text(item, into, depth + 1)):
-                return False
-        return True
-    if type(value) is list:
-        for item in value:
-            kind = type(item)
-            if kind is str:
-                into.append(item)
-            elif kind not in _PLAIN and not ((kind is dict or kind is list) and gather_text(item, into, depth + 1)):
-                return False
-        return True
-    return type(value) in _PLAIN  # a number in a field of any JSON value: nothing to mask
+        items: Any = value.values()
+    elif type(value) is list:
+        items = value
+    else:
+        return type(value) in _PLAIN  # a number in a field of any JSON value: nothing to mask
+    for item in items:
+        kind = type(item)
+        if kind is str:
+            into.append(item)
+        elif kind not in _PLAIN and not ((kind is dict or kind is list) and gather_text(item, into, depth + 1)):
+            return False
+    return True
 
 
 def scrub(value: Any, depth: int = 0) -> Any:

@@ -141,16 +141,17 @@ def _anthropic_dict(usage: dict[str, Any]) -> dict[str, int] | None:
 _OURS = frozenset(TOKEN_KEYS)
 
 
+def _plain_dict(usage: dict[str, Any]) -> dict[str, int] | None:
+    """The known counts of OpenAI chat or Anthropic usage as a plain dict (parsed JSON); None: neither shape."""
+    if usage.get("prompt_tokens") is not None or usage.get("completion_tokens") is not None:
+        return _openai_chat_dict(usage)
+    return _anthropic_dict(usage)
+
+
 def known_usage(usage: Any) -> dict[str, int]:
     """`normalize_usage` without the unknown counts: what an adapter lays on a record."""
-    if type(usage) is dict:
-        if usage.get("prompt_tokens") is not None or usage.get("completion_tokens") is not None:
-            found = _openai_chat_dict(usage)
-        else:
-            found = _anthropic_dict(usage)
-        if found is not None:
-            return found
-    return _known(normalize_usage(usage))
+    found = _plain_dict(usage) if type(usage) is dict else None
+    return found if found is not None else _known(normalize_usage(usage))
 
 
 def normalize_usage(usage: Any) -> dict[str, int | None]:
@@ -159,10 +160,7 @@ def normalize_usage(usage: Any) -> dict[str, int | None]:
     if usage is None:
         return out
     if type(usage) is dict:
-        if usage.get("prompt_tokens") is not None or usage.get("completion_tokens") is not None:
-            found = _openai_chat_dict(usage)
-        else:
-            found = _anthropic_dict(usage)
+        found = _plain_dict(usage)
         if found is not None:
             out.update(found)
             return out
