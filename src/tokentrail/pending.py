@@ -173,8 +173,10 @@ def _scrubbed(out: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-# Strings a record's mask test found clean (the worker's): the provider, model, SDK version and
-# other names that come back on every record are then not tested again. At most 1,024 short ones.
+# Strings a record's mask test found clean: the provider, model, SDK version and other names that
+# come back on every record are then not tested again. At most 1,024 short ones. Records are built
+# on the worker, and on a calling thread under a blocking budget: each use is one dict operation,
+# and a string is only added by a thread that found it clean, so any interleaving is sound.
 _clean: dict[str, None] = {}
 
 
