@@ -306,7 +306,7 @@ class PriceBook:
         return self._genai(split_provider, split_name)
 
     @staticmethod
-    def _genai(provider: str, model: str, infer: bool = True) -> _GenaiModel | None:
+    def _genai(provider: str, model: str, infer: bool = True) -> _GenaiModel | Rates | None:
         from genai_prices import __version__
         from genai_prices.data_snapshot import get_snapshot
 
@@ -321,7 +321,8 @@ class PriceBook:
                 found_provider, info = snapshot.find_provider_model(model, None, provider_id, None)
             except LookupError:
                 continue
-            return _GenaiModel(info, found_provider.id, __version__)
+            found = _GenaiModel(info, found_provider.id, __version__)
+            return found if found.conditional else found.standard  # one price period: its rates, cached as they are
         return None
 
     def rates(self, provider: str, model: str | None, when: datetime | None = None) -> Rates | None:
@@ -345,12 +346,9 @@ class PriceBook:
         rates = None
         for model in (record.response_model, record.request_model):
             if model:
-                # The usual case read straight from the cache: a database model with one price period.
+                # A fixed price resolved before (the usual case) is read straight from the cache.
                 entry = self._cache.get((record.provider, model))
-                if type(entry) is _GenaiModel and not entry.conditional:
-                    rates = entry.standard
-                else:
-                    rates = self.rates(record.provider, model, record.started_at)
+                rates = entry if type(entry) is Rates else self.rates(record.provider, model, record.started_at)
                 if rates is not None:
                     break
         if rates is None:

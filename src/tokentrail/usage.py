@@ -151,24 +151,29 @@ def _plain_dict(usage: dict[str, Any]) -> dict[str, int] | None:
 def known_usage(usage: Any) -> dict[str, int]:
     """`normalize_usage` without the unknown counts: what an adapter lays on a record."""
     found = _plain_dict(usage) if type(usage) is dict else None
-    return found if found is not None else _known(normalize_usage(usage))
+    return found if found is not None else _known(_any_spelling(usage))
 
 
 def normalize_usage(usage: Any) -> dict[str, int | None]:
     """Our five token counts from any supported spelling (see the module docstring)."""
+    found = _plain_dict(usage) if type(usage) is dict else None
+    return {**_UNKNOWN, **found} if found is not None else _any_spelling(usage)
+
+
+_UNKNOWN: dict[str, None] = dict.fromkeys(TOKEN_KEYS)
+
+
+def _any_spelling(usage: Any) -> dict[str, int | None]:
+    """`normalize_usage` for what `_plain_dict` does not read: our own spelling, Gemini, objects."""
     out: dict[str, int | None] = dict.fromkeys(TOKEN_KEYS)
     if usage is None:
         return out
-    if type(usage) is dict:
-        found = _plain_dict(usage)
-        if found is not None:
-            out.update(found)
-            return out
-        if usage.keys() <= _OURS:  # our own spelling (the manual API, and adapters that name the counts)
-            for name, value in usage.items():
-                if value is not None:
-                    out[name] = _count(value, name)
-            return out
+    if type(usage) is dict and usage.keys() <= _OURS:  # our own spelling (the manual API, and adapters that name the counts)
+        for name, value in usage.items():
+            if value is not None:
+                out[name] = _count(value, name)
+        return out
+
     def count(obj: Any, name: str) -> int | None:
         return coerce_count(_get(obj, name), name)
 
