@@ -4,6 +4,7 @@ The read side, retention and losses are one implementation for both stores (`sin
 the behaviour tests here run on SQLite and PostgreSQL alike and compare the two.
 """
 
+import fractions
 import subprocess
 import sys
 import textwrap
@@ -80,13 +81,17 @@ def test_json_values_json_cannot_spell_are_stored_as_json_can(store_url):
         GOLD = "gold"
 
     store = tokentrail.open_store(store_url)
+    class Score(float):  # as numpy's float64 is: a float subclass orjson does not take
+        pass
+
     odd = {"nan": float("nan"), "inf": float("-inf"), "when": T0, "tier": Tier.GOLD, "big": 2**70,
-           "text": "é ü ✓", "ids": {1: "one"}, "pair": (1, 2.5)}
+           "text": "é ü ✓", "ids": {1: "one"}, "pair": (1, 2.5), "score": Score(0.5), "bad": Score("nan"),
+           "frac": fractions.Fraction(1, 4)}
     fits = {k: v for k, v in odd.items() if k != "big"}
     store.export([call(1, metadata=odd), call(2, metadata=fits)])
     first, second = sorted(store.calls(limit=None), key=lambda c: c.id)
     expected = {"nan": None, "inf": None, "when": "2026-09-01T12:00:00+00:00", "tier": "gold",
-                "text": "é ü ✓", "ids": {"1": "one"}, "pair": [1, 2.5]}
+                "text": "é ü ✓", "ids": {"1": "one"}, "pair": [1, 2.5], "score": 0.5, "bad": None, "frac": 0.25}
     assert first.metadata == {**expected, "big": 2**70} and second.metadata == expected
     store.close()
 

@@ -14,6 +14,7 @@ import dataclasses
 import enum
 import json
 import math
+import numbers
 from dataclasses import dataclass
 from datetime import date, datetime, time, timezone
 from typing import Any, Callable, Iterable, Sequence
@@ -159,8 +160,8 @@ SCHEMA_VERSION = max(migrations(DIALECTS["sqlite"]))
 # dependency on CPython: a third of the standard encoder's instructions for the small values records
 # hold (a chat record's three: ≈ 20k → 7k). Where `json.dumps` would write what is not JSON or not
 # useful, both encoders here write the same values: NaN and infinities null (PostgreSQL's jsonb
-# refuses `NaN`), dates and times ISO 8601, an enum its value, a dataclass its fields, any other
-# object its str(). What orjson refuses (an int past 64 bits, a lone surrogate, a key of another
+# refuses `NaN`), dates and times ISO 8601, an enum its value, numpy's numbers numbers, a dataclass
+# its fields, any other object its str(). What orjson refuses (an int past 64 bits, a lone surrogate, a key of another
 # type) goes to the standard encoder, which escapes non-ASCII text where orjson writes it as UTF-8.
 try:
     from orjson import OPT_NON_STR_KEYS as _NON_STR_KEYS
@@ -170,11 +171,18 @@ except ImportError:  # pragma: no cover - PyPy, or installed without it
 
 
 def _json_default(value: Any) -> Any:
-    """What the standard encoder writes for an object JSON has no type for: as orjson writes it."""
+    """What either encoder writes for an object JSON has no type for (orjson's choices where it has
+    one): dates and times ISO 8601, an enum its value, a number type of another library (numpy's)
+    its number, a dataclass its fields, anything else its str()."""
     if isinstance(value, (date, time)):
         return value.isoformat()
     if isinstance(value, enum.Enum):
         return value.value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        number = float(value)
+        return number if math.isfinite(number) else None
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
     return str(value)
@@ -182,7 +190,7 @@ def _json_default(value: Any) -> Any:
 
 def _finite(value: Any) -> Any:
     """`value` with NaN and infinities (in lists, tuples and dict values) replaced by None."""
-    if type(value) is float:
+    if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
         return {k: _finite(v) for k, v in value.items()}
