@@ -100,22 +100,22 @@ def _known(out: dict[str, int | None]) -> dict[str, int]:
 
 def _openai_chat_dict(usage: dict[str, Any]) -> dict[str, int] | None:
     """The fast path (the worker reads parsed JSON): OpenAI chat usage as a plain dict, the known
-    counts only, no call per count. None: not that shape."""
+    counts only. None: not that shape."""
     prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
     details, completion_details = usage.get("prompt_tokens_details"), usage.get("completion_tokens_details")
     if (details is not None and type(details) is not dict) or (completion_details is not None and type(completion_details) is not dict):
         return None
     out: dict[str, int | None] = {}
     if prompt is not None:
-        out["input_tokens"] = prompt if type(prompt) is int and 0 <= prompt <= MAX_COUNT else coerce_count(prompt, "prompt_tokens")
+        out["input_tokens"] = _count(prompt, "prompt_tokens")
     if completion is not None:
-        out["output_tokens"] = completion if type(completion) is int and 0 <= completion <= MAX_COUNT else coerce_count(completion, "completion_tokens")
+        out["output_tokens"] = _count(completion, "completion_tokens")
     cached = details.get("cached_tokens") if details else None
     if cached is not None:
-        out["cache_read_tokens"] = cached if type(cached) is int and 0 <= cached <= MAX_COUNT else coerce_count(cached, "cached_tokens")
+        out["cache_read_tokens"] = _count(cached, "cached_tokens")
     reasoning = completion_details.get("reasoning_tokens") if completion_details else None
     if reasoning is not None:
-        out["reasoning_tokens"] = reasoning if type(reasoning) is int and 0 <= reasoning <= MAX_COUNT else coerce_count(reasoning, "reasoning_tokens")
+        out["reasoning_tokens"] = _count(reasoning, "reasoning_tokens")
     return _known(out)
 
 
