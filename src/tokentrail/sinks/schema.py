@@ -161,8 +161,9 @@ SCHEMA_VERSION = max(migrations(DIALECTS["sqlite"]))
 # hold (a chat record's three: ≈ 20k → 7k). Where `json.dumps` would write what is not JSON or not
 # useful, both encoders here write the same values: NaN and infinities null (PostgreSQL's jsonb
 # refuses `NaN`), dates and times ISO 8601, an enum its value, numpy's numbers numbers, a dataclass
-# its fields, any other object its str(). What orjson refuses (an int past 64 bits, a lone surrogate, a key of another
-# type) goes to the standard encoder, which escapes non-ASCII text where orjson writes it as UTF-8.
+# its fields, any other object its str(). What orjson refuses (an int past 64 bits, a lone
+# surrogate, a key of another type) goes to the standard encoder, which escapes non-ASCII text
+# where orjson writes it as UTF-8.
 try:
     from orjson import OPT_NON_STR_KEYS as _NON_STR_KEYS
     from orjson import dumps as _orjson
