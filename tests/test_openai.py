@@ -262,6 +262,20 @@ def test_privacy_keys_headers_and_content(fake, log):
     assert call.message_count == 2 and call.input_messages is None and call.output_text is None
 
 
+def test_the_request_is_read_as_it_was_sent(fake, log):
+    """The worker reads the SDK's own request body, not its bytes: changing the caller's arguments after
+    the call does not reach the record; a body with `extra_body` merged in is read from what was sent."""
+    client = fake.openai_client()
+    messages, stop = [dict(m) for m in MESSAGES], ["END"]
+    client.chat.completions.create(model="gpt-4o", messages=messages, stop=stop, temperature=0.3)
+    messages.append({"role": "user", "content": "And of Spain?"})
+    stop.append("STOP")
+    client.chat.completions.create(model="gpt-4o", messages=MESSAGES, extra_body={"user": "end-user-7", "seed": 42})
+    first, second = log.calls
+    assert first.message_count == 2 and first.request_params == {"temperature": 0.3, "stop": ["END"]}
+    assert second.user_id == "end-user-7" and second.request_params == {"seed": 42} and second.message_count == 2
+
+
 def test_content_captured_when_asked(fake, db_url):
     tokentrail.init(db_url, capture_content=True, content_max_chars=10)
     with tokentrail.tracking() as log:

@@ -15,10 +15,14 @@ class covers every endpoint and client; the URL path names the endpoint.
   stream, a test double) has each event's raw `data` kept instead. The time
   to first chunk is the arrival of the body's first bytes.
 - The SDK's own retries are counted (`_sleep_for_retry`) into `attempt`.
-- What is kept until the worker runs is the request and response *bytes*
+- What is kept until the worker runs is the response's *bytes*
   (`_process_response` sees them before the SDK parses): keeping the SDK's
   parsed object trees alive instead cost the calling thread more (garbage
-  collector and allocator work) than all of the wrapper's own work.
+  collector and allocator work) than all of the wrapper's own work. The
+  request is the SDK's body dict (`options.json_data`: a few small containers
+  the SDK's `transform` builds afresh for each call), read on the worker
+  without parsing its bytes again; only a request sent with `extra_body`
+  (merged in after that dict) is kept as bytes.
 
 An adapter module on this point declares `PATCHES = stainless_patches("pkg")`
 and `call_of = stainless_call_of(ENDPOINTS)` (URL path -> `Endpoint`).
@@ -106,7 +110,13 @@ def keep_raw(adapter: Any) -> Callable[..., Any]:
         if type(call) is SDKCall:
             try:
                 response = kwargs["response"]
-                if getattr(kwargs.get("options"), "files", None) is None:  # multipart bodies are not JSON
+                options = kwargs.get("options")
+                # The request: the SDK's own body dict (`json_data`, built afresh for each call by its
+                # `transform`, so no later change of the caller's arguments reaches it) when that is
+                # what was sent; its bytes when it is not a dict or `extra_body` was merged into it
+                # on the way. Multipart bodies are not JSON: their fields stay in `body`.
+                if getattr(options, "files", None) is None and (
+                        type(call.body) is not dict or getattr(options, "extra_json", None) is not None):
                     call.raw_request = response.request.content
                 if not kwargs.get("stream"):
                     call.raw_response = response.content  # raises when the body is streamed to the app
