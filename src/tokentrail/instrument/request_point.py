@@ -21,8 +21,10 @@ class covers every endpoint and client; the URL path names the endpoint.
   collector and allocator work) than all of the wrapper's own work. The
   request is the SDK's body dict (`options.json_data`: a few small containers
   the SDK's `transform` builds afresh for each call), read on the worker
-  without parsing its bytes again; only a request sent with `extra_body`
-  (merged in after that dict) is kept as bytes.
+  without parsing its bytes again (its messages, lists and dicts are copies
+  too: a caller's later change to its arguments does not reach the record);
+  a request sent with `extra_body` (merged in after that dict), or whose body
+  is not a dict, is kept as bytes.
 
 An adapter module on this point declares `PATCHES = stainless_patches("pkg")`
 and `call_of = stainless_call_of(ENDPOINTS)` (URL path -> `Endpoint`).
@@ -111,10 +113,8 @@ def keep_raw(adapter: Any) -> Callable[..., Any]:
             try:
                 response = kwargs["response"]
                 options = kwargs.get("options")
-                # The request: the SDK's own body dict (`json_data`, built afresh for each call by its
-                # `transform`, so no later change of the caller's arguments reaches it) when that is
-                # what was sent; its bytes when it is not a dict or `extra_body` was merged into it
-                # on the way. Multipart bodies are not JSON: their fields stay in `body`.
+                # The request's bytes only where the body dict is not what was sent (module docstring).
+                # Multipart bodies are not JSON: their fields stay in `body`.
                 if getattr(options, "files", None) is None and (
                         type(call.body) is not dict or getattr(options, "extra_json", None) is not None):
                     call.raw_request = response.request.content
