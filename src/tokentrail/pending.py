@@ -321,30 +321,38 @@ class _Pending:
             out["metadata"] = {**self._labels, **out.get("metadata", {})}
         return out
 
-    def _apply(self, out: dict[str, Any], allowed: frozenset[str]) -> None:
-        """Lay the explicitly set fields over `out`: known fields coerced, the rest into metadata."""
+    def _apply(self, out: dict[str, Any], allowed: frozenset[str], below: Any = ()) -> None:
+        """Lay fields over `out`: known fields coerced, the rest into metadata.
+
+        First the adapter's sources `below` (what `extract` read from the request and the response),
+        lowest first, where None says nothing; then the fields set on the call, which win (there a
+        None clears). One pass over each, straight into `out`: no merged copy is made first."""
         plain_of = _plain_fields(allowed)
-        for name, value in self.fields.items():
-            # A known, settable field of its type (the usual case: a count also in range) is laid as it is.
-            if (kind := type(value)) is plain_of.get(name) and (kind is not int or 0 <= value <= MAX_COUNT):
-                out[name] = value
-            elif name in plain_of:  # known and settable, of another type
-                out[name] = coerce_field(name, value)
-            elif name in _PROTECTED:
-                log.warn_once(f"protected.{name}", "tokentrail: ignored %s=%r: tokentrail sets this field itself", name, value)
-            elif name == "metadata":
-                if isinstance(value, dict):
-                    out["metadata"] = {**out.get("metadata", {}), **value}
-            elif name == "tags":
-                tags = out.get("tags", [])
-                out["tags"] = tags + [t for t in as_tags(value) if t not in tags]
-            elif name in allowed:
-                out[name] = coerce_field(name, value)
-            elif name in _FALLBACKS:  # an adapter's guess (OpenAI's `user=`): only where no attribution says
-                if out.get(_FALLBACKS[name]) is None:
-                    out[_FALLBACKS[name]] = coerce_field(_FALLBACKS[name], value)
-            else:
-                out.setdefault("metadata", {})[name] = value
+        explicit = self.fields
+        for source in (*below, explicit) if below else (explicit,):
+            for name, value in source.items():
+                # A known, settable field of its type (the usual case: a count also in range) is laid as it is.
+                if (kind := type(value)) is plain_of.get(name) and (kind is not int or 0 <= value <= MAX_COUNT):
+                    out[name] = value
+                elif value is None and source is not explicit:
+                    continue
+                elif name in plain_of:  # known and settable, of another type
+                    out[name] = coerce_field(name, value)
+                elif name in _PROTECTED:
+                    log.warn_once(f"protected.{name}", "tokentrail: ignored %s=%r: tokentrail sets this field itself", name, value)
+                elif name == "metadata":
+                    if isinstance(value, dict):
+                        out["metadata"] = {**out.get("metadata", {}), **value}
+                elif name == "tags":
+                    tags = out.get("tags", [])
+                    out["tags"] = tags + [t for t in as_tags(value) if t not in tags]
+                elif name in allowed:
+                    out[name] = coerce_field(name, value)
+                elif name in _FALLBACKS:  # an adapter's guess (OpenAI's `user=`): only where no attribution says
+                    if out.get(_FALLBACKS[name]) is None:
+                        out[_FALLBACKS[name]] = coerce_field(_FALLBACKS[name], value)
+                else:
+                    out.setdefault("metadata", {})[name] = value
 
     # Span protocol: parent of the spans opened inside it.
     def enter(self) -> None:
@@ -415,13 +423,17 @@ class PendingCall(_Pending):
         self.error_category = "budget"
         self.finish(exc)
 
-    def extract(self, settings: Settings) -> None:
-        """Adapters fill `self.fields` / `content_*` from the raw request and response here (worker)."""
+    def extract(self, settings: Settings) -> Any:
+        """Adapters fill `self.fields` / `content_*` from the raw request and response here (worker), or
+        return what they read as field dicts, lowest precedence first (None values say nothing there);
+        the fields set on the call win over them."""
+        return ()
 
     def build(self, settings: Settings) -> LLMCall:
         try:
-            self.extract(settings)
+            below = self.extract(settings) or ()
         except Exception as exc:  # noqa: BLE001 - record what we have
+            below = ()
             log.error_once(f"extract.{type(self).__name__}", "tokentrail: could not read a response; recorded what was readable", exc)
         out = self._base("started_at")
         if self.first_chunk_ns is not None:
@@ -430,7 +442,7 @@ class PendingCall(_Pending):
         out["request_model"] = None if self.model is None else str(self.model)
         out["operation"] = normalize_operation(self.operation)
         out["source"] = self.source
-        self._apply(out, _LLM_FIELDS)
+        self._apply(out, _LLM_FIELDS, below)
         out["provider"] = normalize_provider(self.provider, out.get("request_model") or out.get("response_model"))
         if self.error is not None:
             for name, value in error_fields(self.error, self.error_category).items():

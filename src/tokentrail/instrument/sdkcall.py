@@ -181,7 +181,7 @@ class SDKCall(PendingCall):
         self.closed_early = False
         PendingCall.__init__(self, None, call[2], endpoint.operation, adapter.NAME, route)
 
-    def extract(self, settings: Any) -> None:
+    def extract(self, settings: Any) -> tuple[dict[str, Any], ...]:
         adapter, endpoint, fields = self.adapter, self.endpoint, self.fields
         if self.provider is None:
             self.provider = adapter.provider_of(self.client)
@@ -223,23 +223,13 @@ class SDKCall(PendingCall):
             if self.closed_early:
                 extra["stream_incomplete"] = True
             # One chunk per event, unless the adapter says otherwise.
-            sources: tuple[dict[str, Any], ...] = (got, {"chunk_count": len(events) + skipped, "stream": True}, asked)
-        else:
-            data = parse_json(self.raw_response) if self.raw_response is not None else _response_data(self.result)
-            if data is not None:
-                got, self.content_out = endpoint.response(data)
-                sources = (got, asked)
-            else:
-                sources = (asked,)
-        # Fields set on the call win, then the response's, then the request's; None says nothing.
-        for source in sources:
-            for name, value in source.items():
-                if value is None:
-                    continue
-                if name not in fields:
-                    fields[name] = value
-                elif name == "metadata" and type(value) is dict and type(fields["metadata"]) is dict:
-                    fields["metadata"] = {**value, **fields["metadata"]}  # the adapter's, under ours
+            return asked, {"chunk_count": len(events) + skipped, "stream": True}, got
+        data = parse_json(self.raw_response) if self.raw_response is not None else _response_data(self.result)
+        if data is None:
+            return (asked,)
+        got, self.content_out = endpoint.response(data)
+        # Lowest first: the request's, then the response's; the fields set on the call win (pending.py).
+        return asked, got
 
 
 _servers: dict[int, tuple[Any, Any]] = {}  # id(base URL object) -> (the object, its server): see _server_of

@@ -26,6 +26,7 @@ import sqlite3
 import threading
 import time
 from datetime import datetime, timezone
+from itertools import chain
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -52,6 +53,7 @@ _MAX_PARAMS = 32_766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
 # fewer still but cost ≈ 1–2 µs a call more CPU than 32 or 256 in alternated runs.)
 _MAX_ROWS = 256
 _multi: dict[tuple[str, int], str] = {}
+_flat = chain.from_iterable
 
 
 def _many_rows(sql: str, rows: list[list[Any]]) -> list[tuple[str, list[Any], bool]]:
@@ -74,8 +76,7 @@ def _many_rows(sql: str, rows: list[list[Any]]) -> list[tuple[str, list[Any], bo
                 _multi.clear()
             head, values = sql.split(" VALUES ", 1)
             text = _multi[(sql, size)] = f"{head} VALUES {', '.join([values] * size)}"
-        chunk = rows[at:at + size]
-        out.append((text, [value for row in chunk for value in row], False))
+        out.append((text, list(_flat(rows[at:at + size])), False))  # in C: half a comprehension's cost
         at += size
     return out
 
