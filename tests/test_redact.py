@@ -54,6 +54,19 @@ def test_a_value_whose_gathered_strings_need_no_mask_is_one_scrub_leaves_as_it_i
     strings: list[str] = []
     if gather_text(value, strings) and not needs_mask("\n".join(strings)):
         assert scrub(value) is value
+    # The same when strings found clean before are left out of the test (the record's memo).
+    strings = []
+    if gather_text(value, strings, {"stop": None, "api.openai.com": None}) and not needs_mask("\n".join(strings)):
+        assert scrub(value) is value
+        assert "stop" not in strings and "api.openai.com" not in strings
+
+
+def test_a_key_name_found_plain_is_remembered_and_a_credential_name_never_is():
+    for _ in range(3):  # the second and third time the plain names come from the memo
+        assert gather_text({"temperature": 0.2, "server_port": 443}, [])
+        assert not gather_text({"temperature": 0.2, "api_key": "x"}, [])
+        assert not gather_text({"note": {"Authorization": "x"}}, [])
+        assert not gather_text({1: "one"}, [])
 
 
 def test_credentials_nested_in_lists_and_dicts_are_dropped_and_params_left_empty_are_none(tmp_path):
@@ -85,6 +98,23 @@ def test_strings_remembered_as_clean_never_let_a_key_through(tmp_path):
     tokentrail.shutdown()
     models = sorted(c.request_model for c in tokentrail.open_store(store).calls())
     assert models == ["gpt-4o"] * 3 + ["sk-pr…[masked]"] * 2
+
+
+def test_response_ids_are_tested_but_not_remembered_as_clean(tmp_path):
+    """An id that names one call never comes back: remembering it would only push out the names that do.
+    A key-shaped one is masked like any other text."""
+    from tokentrail import pending
+
+    store = f"sqlite:///{tmp_path / 'calls.db'}"
+    tokentrail.init(store, instrument=False)
+    for n, response_id in enumerate(["chatcmpl-1", "chatcmpl-2", OPENAI_KEY]):
+        tokentrail.log_llm_call(provider="openai", model="gpt-4o", response={"id": response_id, "model": "gpt-4o",
+                                "usage": {"prompt_tokens": 1, "completion_tokens": n + 1}})
+    assert tokentrail.flush(5)
+    tokentrail.shutdown()
+    ids = [c.response_id for c in sorted(tokentrail.open_store(store).calls(), key=lambda c: c.output_tokens)]
+    assert ids == ["chatcmpl-1", "chatcmpl-2", "sk-pr…[masked]"]
+    assert "gpt-4o" in pending._clean and "chatcmpl-1" not in pending._clean and "chatcmpl-2" not in pending._clean
 
 
 def test_credentials_given_anywhere_are_never_stored(tmp_path):

@@ -1,6 +1,6 @@
 from hypothesis import given, strategies as st
 
-from tokentrail.usage import coerce_count, known_usage, normalize_usage
+from tokentrail.usage import MAX_COUNT, coerce_count, known_usage, normalize_usage
 
 
 def test_openai_chat_usage_with_details():
@@ -79,7 +79,7 @@ junk = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
         st.sampled_from(["prompt_tokens", "completion_tokens", "input_tokens", "output_tokens",
-                         "cache_read_input_tokens", "cache_creation_input_tokens", "prompt_tokens_details",
+                         "cache_read_input_tokens", "cache_creation_input_tokens", "prompt_tokens_details", "completion_tokens_details",
                          "cached_tokens", "prompt_token_count", "thoughts_token_count", "reasoning_tokens",
                          "promptTokenCount", "candidatesTokenCount", "toolUsePromptTokenCount"]),
         inner, max_size=6),
@@ -91,12 +91,15 @@ junk = st.recursive(
 def test_normalize_usage_never_raises_and_returns_counts(usage):
     out = normalize_usage(usage)
     assert set(out) == {"input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens"}
-    assert all(v is None or (type(v) is int and v >= 0) for v in out.values())
+    assert all(v is None or (type(v) is int and 0 <= v <= MAX_COUNT) for v in out.values())
 
 
 @given(junk)
 def test_known_usage_is_normalize_usage_without_the_unknown_counts(usage):
-    assert known_usage(usage) == {k: v for k, v in normalize_usage(usage).items() if v is not None}
+    known = known_usage(usage)
+    assert known == {k: v for k, v in normalize_usage(usage).items() if v is not None}
+    known["response_id"] = "x"  # a new dict each time: adapters add their fields to it
+    assert "response_id" not in known_usage(usage)
 
 
 def test_known_usage_leaves_out_a_count_it_cannot_read(tt_warnings):
@@ -105,3 +108,17 @@ def test_known_usage_leaves_out_a_count_it_cannot_read(tt_warnings):
         {"input_tokens": 3, "output_tokens": 7, "cache_read_tokens": 1}
     assert known_usage({"input_tokens": 10, "output_tokens": -1, "cache_read_input_tokens": 5}) == \
         {"input_tokens": 15, "cache_read_tokens": 5}
+
+
+def test_openai_chat_usage_read_whole_only_when_every_count_is_one(tt_warnings):
+    """The four counts OpenAI sends on every chat response are read in one step when all are counts;
+    one that is not (too large, negative, a bool, a float) is left out as in the general reading."""
+    def usage(prompt=13, completion=97, cached=0, reasoning=0):
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": 110,
+                "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
+                "completion_tokens_details": {"reasoning_tokens": reasoning, "audio_tokens": 0}}
+    assert known_usage(usage()) == {"input_tokens": 13, "output_tokens": 97, "cache_read_tokens": 0, "reasoning_tokens": 0}
+    assert known_usage(usage(completion=MAX_COUNT + 1)) == {"input_tokens": 13, "cache_read_tokens": 0, "reasoning_tokens": 0}
+    assert known_usage(usage(prompt=-1)) == {"output_tokens": 97, "cache_read_tokens": 0, "reasoning_tokens": 0}
+    assert known_usage(usage(reasoning=True)) == {"input_tokens": 13, "output_tokens": 97, "cache_read_tokens": 0}
+    assert known_usage(usage(cached=2.0))["cache_read_tokens"] == 2

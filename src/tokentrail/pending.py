@@ -88,8 +88,12 @@ def _str(value: Any, name: str) -> str:
 
 
 def _str_list(value: Any, name: str) -> list[str]:
-    if type(value) is list and all(type(item) is str for item in value):
-        return value
+    if type(value) is list:
+        for item in value:  # a loop, not all() over a generator: a finish reason on every record
+            if type(item) is not str:
+                break
+        else:
+            return value
     return list(as_tags(value))
 
 
@@ -152,32 +156,37 @@ def _scrubbed(out: dict[str, Any]) -> dict[str, Any]:
     One pass gathers the record's strings — text fields and the strings inside lists and dicts
     (finish reasons, request params, metadata, content), whose keys are tested for credential names
     on the way — and tests them together, joined: most records hold a dozen short names and nothing
-    to mask, so that one test is all. Only when it finds something, or a part it does not walk, does
-    `_scrub_each` look at each value."""
-    strings: list[str] = []
+    to mask, so that one test is all. Strings found clean before are left out of it. Only when it
+    finds something, or a part it does not walk, does `_scrub_each` look at each value."""
+    names: list[str] = []  # tested, and remembered when clean
+    once: list[str] = []  # tested only: an id that names this call alone would never come back
     for name in out.keys() & _SCRUB_NAMES:  # the text-bearing fields of this record only (a C-level set op)
         value = out[name]
         if type(value) is str:
             if value not in _clean:
-                strings.append(value)
-        elif value is not None and not gather_text(value, strings):
+                (once if name in _ONCE else names).append(value)
+        elif value is not None and not gather_text(value, names, _clean):
             return _scrub_each(out)
-    if strings:
-        joined = "\n".join(strings)
+    if names or once:
+        joined = "\n".join(names + once) if names else once[0] if len(once) == 1 else "\n".join(once)
         if needs_mask(joined):
             return _scrub_each(out)
-        if len(joined) <= 512:  # short names and ids, not content: remembered as clean
+        if names and len(joined) <= 512:  # short names, not content: remembered as clean
             if len(_clean) >= 1024:
                 _clean.clear()
-            _clean.update(dict.fromkeys(strings))
+            for text in names:  # a loop: for the one or two new strings, half of `update(fromkeys())`
+                _clean[text] = None
     return out
 
 
-# Strings a record's mask test found clean: the provider, model, SDK version and other names that
-# come back on every record are then not tested again. At most 1,024 short ones. Records are built
-# on the worker, and on a calling thread under a blocking budget: each use is one dict operation,
-# and a string is only added by a thread that found it clean, so any interleaving is sound.
+# Strings a record's mask test found clean: the provider, model, SDK version, finish reasons, metadata
+# values and other names that come back on every record are then not tested again. At most 1,024
+# short ones. Records are built on the worker, and on a calling thread under a blocking budget: each
+# use is one dict operation, and a string is only added by a thread that found it clean, so any
+# interleaving is sound. Ids that name one call (`_ONCE`) are tested and never remembered: they
+# would only push the names out.
 _clean: dict[str, None] = {}
+_ONCE = frozenset({"response_id", "tool_call_id"})
 
 
 def _scrub_each(out: dict[str, Any]) -> dict[str, Any]:
@@ -286,13 +295,14 @@ class _Pending:
         """Ids, time (and duration), attribution, for the worker."""
         span, parent = self.span, self.parent
         try:  # int.to_bytes().hex(): half the cost of format() for the same digits
+            span_hex = (span or new_span_id()).to_bytes(8, "big").hex()
             out: dict[str, Any] = {
-                "id": (self.wall_ns // 1_000_000).to_bytes(6, "big").hex() + (span or new_span_id()).to_bytes(8, "big").hex(),
+                "id": (self.wall_ns // 1_000_000).to_bytes(6, "big").hex() + span_hex,
                 "trace_id": self.trace.to_bytes(16, "big").hex(),
                 "parent_span_id": None if parent is None else parent.to_bytes(8, "big").hex(),
             }
             if span is not None:
-                out["span_id"] = span.to_bytes(8, "big").hex()
+                out["span_id"] = span_hex
         except (OverflowError, AttributeError):  # an id out of its W3C size: formatted as it is
             out = {
                 "id": record_id(self.wall_ns, span or new_span_id()),
@@ -328,11 +338,11 @@ class _Pending:
         lowest first, where None says nothing; then the fields set on the call, which win (there a
         None clears). One pass over each, straight into `out`: no merged copy is made first."""
         plain_of = _plain_fields(allowed)
-        explicit = self.fields
+        kind_of, explicit = plain_of.get, self.fields
         for source in (*below, explicit) if below else (explicit,):
             for name, value in source.items():
                 # A known, settable field of its type (the usual case: a count also in range) is laid as it is.
-                if (kind := type(value)) is plain_of.get(name) and (kind is not int or 0 <= value <= MAX_COUNT):
+                if (kind := type(value)) is kind_of(name) and (kind is not int or 0 <= value <= MAX_COUNT):
                     out[name] = value
                 elif value is None and source is not explicit:
                     continue

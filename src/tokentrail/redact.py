@@ -85,17 +85,28 @@ def needs_mask(text: str) -> bool:
     return not text.isascii() or _HINTS.search(text) is not None
 
 
-def gather_text(value: Any, into: list[str], depth: int = 0) -> bool:
+# Keys `gather_text` found not to name a credential (`is_credential_name` is cached too, but a cached
+# call costs ten times a dict lookup, and metadata and request params bring the same keys every time).
+_plain_keys: dict[str, None] = {}
+
+
+def gather_text(value: Any, into: list[str], known: Any = (), depth: int = 0) -> bool:
     """Append every string of a list or dict (items, values, nested ones) to `into`, for one `needs_mask`
-    test of them all. False when `scrub` would drop something here (a credential-named key) or when
+    test of them all; those in `known` (strings found clean before) are left out. False when `scrub` would drop something here (a credential-named key) or when
     this does not walk a part (a key that is not a string, an object, a tuple, deep nesting): then
     `scrub` has to look. `into` may hold part of the strings then. A number or None: True."""
     if depth > 20:
         return False
     if type(value) is dict:
         for key in value:
-            if type(key) is not str or is_credential_name(key):
+            if type(key) is not str:
                 return False
+            if key not in _plain_keys:  # one lookup for the few keys that come back on every record
+                if is_credential_name(key):
+                    return False
+                if len(_plain_keys) >= 4096:
+                    _plain_keys.clear()
+                _plain_keys[key] = None
         items: Any = value.values()
     elif type(value) is list:
         items = value
@@ -104,8 +115,9 @@ def gather_text(value: Any, into: list[str], depth: int = 0) -> bool:
     for item in items:
         kind = type(item)
         if kind is str:
-            into.append(item)
-        elif kind not in _PLAIN and not ((kind is dict or kind is list) and gather_text(item, into, depth + 1)):
+            if item not in known:
+                into.append(item)
+        elif kind not in _PLAIN and not ((kind is dict or kind is list) and gather_text(item, into, known, depth + 1)):
             return False
     return True
 

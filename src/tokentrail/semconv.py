@@ -181,8 +181,25 @@ def _normalize_operation(operation: object) -> str:
     return _operation_aliases().get(key, key)
 
 
+# Names given -> the convention's, for the names that are strings (nearly all): every record looks
+# both up on the worker, and a dict lookup costs a tenth of a call through `lru_cache`. A provider's
+# name alone decides its spelling (the model only when no provider is named), so the model is no key.
+_operation_names: dict[str, str] = {}
+_provider_names: dict[str, str] = {}
+
+
+def _remember(names: dict[str, str], given: str, spelled: str) -> str:
+    if len(names) >= 4096:  # names made up per call: start over rather than grow
+        names.clear()
+    names[given] = spelled
+    return spelled
+
+
 def normalize_operation(operation: object) -> str:
     """The convention's spelling of an operation (`Chat` -> `chat`, `embedding` -> `embeddings`)."""
+    if type(operation) is str:
+        spelled = _operation_names.get(operation)
+        return spelled if spelled is not None else _remember(_operation_names, operation, _normalize_operation(operation))
     try:
         return _normalize_operation(operation)
     except TypeError:  # unhashable (a list, a dict): named by its text, never a lost record
@@ -200,6 +217,9 @@ def _normalize_provider(provider: object, model: object = None) -> str:
 
 def normalize_provider(provider: object, model: object = None) -> str:
     """One name per provider; infer it from the model when `provider` is empty."""
+    if type(provider) is str and provider:
+        spelled = _provider_names.get(provider)
+        return spelled if spelled is not None else _remember(_provider_names, provider, _normalize_provider(provider))
     try:
         return _normalize_provider(provider, model)
     except TypeError:  # unhashable (a list, a dict): named by its text, never a lost record

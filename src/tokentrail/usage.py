@@ -103,6 +103,14 @@ def _openai_chat_dict(usage: dict[str, Any]) -> dict[str, int] | None:
     counts only. None: not that shape."""
     prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
     details, completion_details = usage.get("prompt_tokens_details"), usage.get("completion_tokens_details")
+    if type(details) is dict and type(completion_details) is dict:
+        # What OpenAI sends on every chat response, four counts in range: read without a call per count.
+        cached, reasoning = details.get("cached_tokens"), completion_details.get("reasoning_tokens")
+        # Ints are all in [0, 2**63) exactly when their bitwise or is: one test for the four.
+        if (type(prompt) is int and type(completion) is int and type(cached) is int and type(reasoning) is int
+                and 0 <= prompt | completion | cached | reasoning <= MAX_COUNT):
+            return {"input_tokens": prompt, "output_tokens": completion,
+                    "cache_read_tokens": cached, "reasoning_tokens": reasoning}
     if (details is not None and type(details) is not dict) or (completion_details is not None and type(completion_details) is not dict):
         return None
     out: dict[str, int | None] = {}
@@ -149,7 +157,8 @@ def _plain_dict(usage: dict[str, Any]) -> dict[str, int] | None:
 
 
 def known_usage(usage: Any) -> dict[str, int]:
-    """`normalize_usage` without the unknown counts: what an adapter lays on a record."""
+    """`normalize_usage` without the unknown counts: what an adapter lays on a record. Always a new
+    dict, the caller's to add its own fields to."""
     found = _plain_dict(usage) if type(usage) is dict else None
     return found if found is not None else _known(_any_spelling(usage))
 

@@ -188,11 +188,9 @@ class SDKCall(PendingCall):
         fields["sdk_version"] = adapter.version
         fields["attempt"] = self.retries + 1
         server = _server_of(adapter, self.client)
-        if server is not None:
-            extra = fields.setdefault("metadata", {})
-            extra.setdefault("server_address", server[0])
-            if server[1] is not None:
-                extra.setdefault("server_port", server[1])
+        if server is not None:  # under what the call's own metadata says
+            extra = fields.get("metadata")
+            fields["metadata"] = {**server} if extra is None else {**server, **extra}
         body = parse_json(self.raw_request) if self.raw_request is not None else self.body
         asked, self.content_in = endpoint.request(body if isinstance(body, dict) else {})
         if self.sse is not None or self.chunks is not None:
@@ -232,7 +230,7 @@ class SDKCall(PendingCall):
         return asked, got
 
 
-_servers: dict[int, tuple[Any, Any]] = {}  # id(base URL object) -> (the object, its server): see _server_of
+_servers: dict[int, tuple[Any, Any]] = {}  # id(base URL object) -> (the object, its server metadata): see _server_of
 _url_readers: dict[Any, Callable[[Any], Any]] = {}  # adapter -> how to read its client's base URL
 
 
@@ -242,12 +240,13 @@ def _stainless_base_url(client: Any) -> Any:
     return url if url is not None else getattr(client, "base_url", None)
 
 
-def _server_of(adapter: Any, client: Any) -> tuple[str, int | None] | None:
-    """The server the client sends to (OTel's `server.address`/`server.port`): the adapter's
-    `base_url_of(client)` when it has one, else the client's `base_url` (the Stainless SDKs').
+def _server_of(adapter: Any, client: Any) -> dict[str, Any] | None:
+    """The server the client sends to, as metadata (OTel's `server.address`/`server.port`): from the
+    adapter's `base_url_of(client)` when it has one, else the client's `base_url` (the Stainless SDKs').
 
     Remembered per URL object (a client keeps the same one), kept with the answer so its id cannot
-    be reused while the entry stands: no URL is formatted again for each record."""
+    be reused while the entry stands: no URL is formatted again for each record. The answer is
+    shared: copied, never changed."""
     try:
         read = _url_readers.get(adapter)
         if read is None:
@@ -258,7 +257,9 @@ def _server_of(adapter: Any, client: Any) -> tuple[str, int | None] | None:
         hit = _servers.get(id(url))
         if hit is not None and hit[0] is url:
             return hit[1]
-        server = server_from_url(str(url))
+        found = server_from_url(str(url))
+        server = None if found is None else {"server_address": found[0]} if found[1] is None else \
+            {"server_address": found[0], "server_port": found[1]}
         if len(_servers) >= 256:  # many short-lived clients: start over rather than grow
             _servers.clear()
         _servers[id(url)] = (url, server)
