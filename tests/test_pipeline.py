@@ -68,6 +68,27 @@ def test_worker_finishes_and_writes_calling_thread_only_enqueues():
     pipe.shutdown()
 
 
+class Failing(Item):
+    def build(self, settings):
+        raise ValueError("unreadable")
+
+
+class Recorded(Item):
+    def build(self, settings):
+        return None  # a framework's call that a lower layer recorded
+
+
+def test_the_counts_say_what_became_of_each_call(tt_warnings):
+    sink = Collect()
+    pipe = Pipeline(settings(), [sink])
+    for item in [Item(0), Failing(1), Item(2), Recorded(3), Item(4), Failing(5)]:
+        pipe.submit(item)
+    assert not pipe.flush(5)  # two calls could not be built: not everything was kept
+    assert (pipe.stats["processed"], pipe.stats["finish_errors"], pipe.stats["deduplicated"]) == (3, 2, 1)
+    assert [r.n for r in sink.records] == [0, 2, 4]
+    pipe.shutdown()
+
+
 def test_full_queue_drops_and_counts_never_blocks(tt_warnings):
     sink = Hanging()
     pipe = Pipeline(settings(queue_size=5, batch_size=1), [sink])

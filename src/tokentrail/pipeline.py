@@ -638,6 +638,7 @@ class Pipeline:
         default_targets = [self.override] if self.override is not None else self.sinks
         per_sink: dict[int, tuple[Any, list[Any]]] = {}
         default_records: list[Any] = []
+        processed = 0
         for item in items:
             try:
                 record = item.build(settings)
@@ -650,7 +651,7 @@ class Pipeline:
                 self.stats["finish_errors"] += 1
                 log.error_once(f"finish.{type(item).__name__}", "tokentrail: could not build a record", exc)
                 continue
-            self.stats["processed"] += 1
+            processed += 1  # counted into the stats once per batch
             route = item.route
             if route is None:
                 default_records.append(record)
@@ -658,6 +659,7 @@ class Pipeline:
             targets = [*route.logs, route.sink] if route.sink is not None else [*route.logs, *default_targets]
             for sink in targets:
                 per_sink.setdefault(id(sink), (sink, []))[1].append(record)
+        self.stats["processed"] += processed
         if default_records:
             for sink in default_targets:
                 entry = per_sink.get(id(sink))
