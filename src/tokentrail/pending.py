@@ -168,7 +168,7 @@ def _scrubbed(out: dict[str, Any]) -> dict[str, Any]:
         elif value is not None and not gather_text(value, names, _clean):
             return _scrub_each(out)
     if names or once:
-        joined = "\n".join(names + once) if names else once[0] if len(once) == 1 else "\n".join(once)
+        joined = "\n".join(names + once)
         if needs_mask(joined):
             return _scrub_each(out)
         if names and len(joined) <= 512:  # short names, not content: remembered as clean

@@ -92,9 +92,10 @@ _plain_keys: dict[str, None] = {}
 
 def gather_text(value: Any, into: list[str], known: Any = (), depth: int = 0) -> bool:
     """Append every string of a list or dict (items, values, nested ones) to `into`, for one `needs_mask`
-    test of them all; those in `known` (strings found clean before) are left out. False when `scrub` would drop something here (a credential-named key) or when
-    this does not walk a part (a key that is not a string, an object, a tuple, deep nesting): then
-    `scrub` has to look. `into` may hold part of the strings then. A number or None: True."""
+    test of them all; those in `known` (strings found clean before) are left out. False when `scrub`
+    would drop something here (a credential-named key) or when this does not walk a part (a key that
+    is not a string, an object, a tuple, deep nesting): then `scrub` has to look. `into` may hold
+    part of the strings then. A number or None: True."""
     if depth > 20:
         return False
     if type(value) is dict:
