@@ -38,8 +38,10 @@ with the openai adapter's endpoint readers. Tokens come from the response's
 `usage` (cache reads, cache writes from `cache_creation_input_tokens`,
 reasoning); LiteLLM's `prompt_tokens` already includes Anthropic's cache
 reads and writes. A usage of 0 input and 0 output tokens (a stream the
-provider reported no usage for) is unknown, not zero: the core estimates it
-and flags `metadata.tokens_estimated`. Cost is priced by tokentrail;
+provider reported no usage for, before LiteLLM 1.110) is unknown, not zero:
+the core estimates it and flags `metadata.tokens_estimated`. From 1.110
+LiteLLM counts such a stream's tokens itself with its tokenizer and says
+nothing of it: its counts are kept as they come, unflagged. Cost is priced by tokentrail;
 LiteLLM's own `response_cost` is kept as `metadata.litellm_cost`. A LiteLLM
 cache hit is `cache_hit=True` with no tokens and cost 0. TTFT of a stream
 is LiteLLM's `completionStartTime`; its duration LiteLLM's start to end.
